@@ -7,11 +7,19 @@
 //! actor, the [`supervisor::Supervisor`]. See `docs/architecture.md` for why.
 
 pub mod cancel;
+pub mod checkpoint;
+pub mod data;
+pub mod ema;
 pub mod error;
+pub mod loss;
 pub mod message;
+pub mod model;
+pub mod optim;
+pub mod ops;
 pub mod pipeline;
 pub mod profiler;
 pub mod rss;
+pub mod schedule;
 pub mod stage;
 pub mod supervisor;
 pub mod trace;

@@ -2,6 +2,10 @@
 //! Only glue lives here; the work is in the pipelines, stages and core crates.
 
 mod bench;
+mod commands;
+mod config;
+mod data;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -15,38 +19,44 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model (supervised, FixMatch or ProtoCon) from a TOML config.
-    Train(NotYet),
-    /// Evaluate a checkpoint on a test split.
-    Eval(NotYet),
+    /// Train a model (supervised or FixMatch) from a TOML config; without arguments, the default
+    /// Fashion-MNIST config (fetching the data if needed).
+    Train(commands::train::Args),
+    /// Evaluate a checkpoint on a test split: accuracy and confusion matrix.
+    Eval(commands::eval::Args),
     /// Fetch data sets, make label splits, preview augmentations.
-    Data(NotYet),
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Measure throughput and memory of pipelines, stages and training steps.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
 
-/// Arguments of a command that a later release fills in; accepted and ignored.
-#[derive(clap::Args)]
-struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
+/// Keep freed activation buffers in the heap instead of returning them to the OS.
+///
+/// A training step allocates and frees tensors of several megabytes; with glibc's defaults each
+/// is a fresh `mmap` whose pages are faulted in (zeroed by the kernel) on first touch, which
+/// measured up to 64% of a batch-norm kernel's time (BENCHMARKS.md). Raising the mmap and trim
+/// thresholds lets the heap reuse them, as PyTorch's caching allocator does.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only adjusts allocator parameters; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
 }
 
-fn not_available(command: &str) -> ExitCode {
-    eprintln!(
-        "protocon {command}: not available yet in this version. \
-         Available now: `protocon bench pipeline` (see `protocon bench --help`)."
-    );
-    ExitCode::from(2)
-}
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(_) => return not_available("train"),
-        Command::Eval(_) => return not_available("eval"),
-        Command::Data(_) => return not_available("data"),
+        Command::Train(args) => commands::train::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Data(cmd) => data::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {

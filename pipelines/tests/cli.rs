@@ -52,3 +52,25 @@ fn bad_bench_arguments_are_refused_with_a_reason() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--slow-stage must name a map stage"));
 }
+
+#[test]
+fn data_preview_png_is_identical_for_one_and_two_workers() {
+    let data = std::env::var_os("PROTOCON_TEST_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/fashion-mnist"));
+    let dir = std::env::temp_dir().join(format!("protocon-preview-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = format!("data.dataset=fashion-mnist:{}", data.display());
+    let mut pngs = Vec::new();
+    for workers in ["1", "2"] {
+        let png = dir.join(format!("grid{workers}.png"));
+        let out = protocon(&["data", "preview", "--set", &spec, "--out", png.to_str().unwrap(), "--workers", workers, "--seed", "9"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        pngs.push(std::fs::read(&png).unwrap());
+        let ops = std::fs::read_to_string(png.with_extension("txt")).unwrap();
+        assert!(ops.contains("strong[3]: Crop") && ops.contains("Cutout"), "{ops}");
+    }
+    assert!(pngs[0].starts_with(b"\x89PNG"));
+    assert_eq!(pngs[0], pngs[1], "the grid depends on the number of workers");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,1 +1,14 @@
-//! Built-in protocon stages. Each module holds one stage, its configuration and its tests.
+//! Built-in protocon stages. Each module holds one stage (or one concept), its configuration
+//! and its tests.
+//!
+//! * [`sampler`]: which samples each step uses (a source).
+//! * [`views`]: weak and strong augmentation worker pools that collate the batch.
+//! * [`compute`]: forward, losses, backward, optimizer, EMA, evaluation, checkpoints.
+//! * [`augment`]: the augmentation ops, chains and plug-in registry the view stages run.
+
+pub mod augment;
+pub mod batch;
+pub mod compute;
+pub mod metrics;
+pub mod sampler;
+pub mod views;

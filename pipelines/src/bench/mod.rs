@@ -3,7 +3,9 @@
 //! Convention: human-readable output by default; `--json` prints one JSON object with every
 //! figure, keys named with their unit (`images_per_s`, `peak_rss_bytes`, `step_ms`, `bytes`).
 
+mod augment;
 mod pipeline;
+mod step;
 
 use clap::Subcommand;
 
@@ -11,11 +13,17 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Stage runtime: per-message overhead against raw channels, and bottleneck detection.
     Pipeline(pipeline::Args),
+    /// Augmentation throughput (weak/strong views, CIFAR-size or decoded JPEGs), per thread.
+    Augment(augment::Args),
+    /// Training step (forward, losses, backward, SGD): fused CPU kernels vs candle's stock ops.
+    Step(step::Args),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Pipeline(args) => pipeline::run(args),
+        BenchCommand::Augment(args) => augment::run(args),
+        BenchCommand::Step(args) => step::run(args),
     }
 }
 

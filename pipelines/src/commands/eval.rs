@@ -1,0 +1,75 @@
+//! `protocon eval`: accuracy and confusion matrix of a checkpoint's EMA (or raw) model.
+
+use crate::config::RunConfig;
+use crate::train::{load_data, test_set};
+use anyhow::Context as _;
+use candle_core::Device;
+use protocon::checkpoint::Checkpoint;
+use protocon::data::Subset;
+use protocon::model::Network;
+use protocon_stages::views::Normalization;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A checkpoint file (or a run directory holding checkpoint.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Data set to evaluate on (default: the one the run trained on), e.g. `fashion-mnist:DIR`.
+    #[arg(long)]
+    data: Option<String>,
+    /// Evaluate the raw model instead of the EMA model.
+    #[arg(long)]
+    raw: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let path = if args.checkpoint.is_dir() { args.checkpoint.join("checkpoint.safetensors") } else { args.checkpoint.clone() };
+    let ck = Checkpoint::load(&path, &Device::Cpu)?;
+    let mut config: RunConfig = serde_json::from_value(ck.meta["config"].clone())
+        .with_context(|| format!("checkpoint {}: no run config in its metadata", path.display()))?;
+    if let Some(d) = &args.data {
+        config.data.dataset = d.clone();
+    }
+    config.data.test_limit = None;
+    let test = load_data(&config, Subset::Test)?;
+    let norm: Normalization = Normalization {
+        mean: serde_json::from_value(ck.meta["normalization"]["mean"].clone()).context("checkpoint normalization")?,
+        std: serde_json::from_value(ck.meta["normalization"]["std"].clone()).context("checkpoint normalization")?,
+    };
+    let classes = ck.meta["classes"].as_u64().context("checkpoint has no class count")? as usize;
+    if test.num_classes() != classes {
+        anyhow::bail!("{}: {} classes, the checkpoint was trained on {classes}", config.data.dataset, test.num_classes());
+    }
+    let net = Network::new(config.model.arch, classes, None, 0, &Device::Cpu)?;
+    let prefix = if args.raw { "model." } else { "ema." };
+    let tensors: HashMap<_, _> = ck.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect();
+    net.params().load(&tensors).with_context(|| format!("checkpoint {}", path.display()))?;
+    let eval = test_set(&test, &norm)?.evaluate(&net, 500)?;
+    if args.json {
+        println!("{}", serde_json::json!({"checkpoint": path, "model": if args.raw {"raw"} else {"ema"},
+            "step": ck.meta["step"], "images": test.len(), "accuracy": eval.accuracy, "confusion": eval.confusion}));
+        return Ok(());
+    }
+    println!("{} ({} model, step {}) on {} test images of {}", path.display(), if args.raw { "raw" } else { "EMA" }, ck.meta["step"], test.len(), config.data.dataset);
+    println!("accuracy: {:.2}%", 100.0 * eval.accuracy);
+    println!("confusion matrix (rows: true class, columns: predicted):");
+    let names: Vec<String> = test.classes().iter().map(|s| s.chars().take(10).collect()).collect();
+    print!("{:>10} ", "");
+    for c in 0..classes {
+        print!("{c:>6}");
+    }
+    println!();
+    for (c, row) in eval.confusion.iter().enumerate() {
+        print!("{:>10} ", names.get(c).cloned().unwrap_or_default());
+        for v in row {
+            print!("{v:>6}");
+        }
+        println!();
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! The run configuration: one TOML file per data set x label count (`configs/`), every field
+//! documented here, unknown keys rejected with the key and the file named. `--set key=value`
+//! overrides any field (dotted path, value in TOML syntax; bare words are strings).
+
+use anyhow::{bail, Context as _};
+use protocon::model::Arch;
+use protocon_stages::augment::AugmentConfig;
+use protocon_stages::compute::Algorithm;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Name of the run (the default output directory is `runs/<name>`).
+    pub name: String,
+    /// `supervised` (labeled data only) or `fixmatch`.
+    pub algorithm: Algorithm,
+    /// Seed of the split (when made from the seed), the initial weights, sampling and augmentation.
+    #[serde(default)]
+    pub seed: u64,
+    pub data: DataSection,
+    pub model: ModelSection,
+    pub train: TrainSection,
+    #[serde(default)]
+    pub threads: ThreadsSection,
+    /// Weak and strong augmentation chains (see `protocon_stages::augment::AugmentConfig`).
+    #[serde(default)]
+    pub augment: AugmentConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// `fashion-mnist`, `mnist`, `cifar10`, `cifar100` (optionally `:DIR`), or `folder:PATH`.
+    pub dataset: String,
+    /// Labeled samples per class (the rest of the training split is unlabeled).
+    pub labels_per_class: usize,
+    /// A split file from `protocon data split`; without it the split is made from `seed`.
+    #[serde(default)]
+    pub split: Option<PathBuf>,
+    /// Bring images to `size x size`: pad (when smaller, e.g. 28 -> 32) or resize.
+    #[serde(default)]
+    pub size: Option<usize>,
+    /// Expand grey images to 3 channels.
+    #[serde(default = "yes")]
+    pub rgb: bool,
+    /// Use only the first N training images (quick experiments, tests).
+    #[serde(default)]
+    pub train_limit: Option<usize>,
+    /// Evaluate on only the first N test images.
+    #[serde(default)]
+    pub test_limit: Option<usize>,
+    /// Fetch the data set (see `protocon data fetch`) when its files are missing.
+    #[serde(default = "yes")]
+    pub fetch: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `cnn-small`, `wrn-28-2`, `wrn-28-8`.
+    pub arch: Arch,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Total optimizer steps.
+    pub steps: u64,
+    /// Labeled images per step (B).
+    pub labeled_batch: usize,
+    /// Unlabeled images per step = `unlabeled_ratio * labeled_batch` (mu; 7 in the papers).
+    #[serde(default = "default_mu")]
+    pub unlabeled_ratio: usize,
+    /// Base learning rate (after warm-up; cosine decay to 0.195x over `steps`).
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Weight decay on weights (not biases, not BatchNorm).
+    #[serde(default = "default_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "yes")]
+    pub nesterov: bool,
+    /// Steps of linear learning-rate warm-up.
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// EMA decay of the evaluated model.
+    #[serde(default = "default_ema")]
+    pub ema_decay: f64,
+    /// Confidence threshold tau of pseudo-labels.
+    #[serde(default = "default_tau")]
+    pub threshold: f64,
+    /// Weight of the unlabeled loss.
+    #[serde(default = "default_one")]
+    pub lambda_u: f64,
+    /// Evaluate on the test split every this many steps (and at the end).
+    #[serde(default = "default_eval_every")]
+    pub eval_every: u64,
+    /// Write a metrics line every this many steps.
+    #[serde(default = "default_one_u64")]
+    pub log_every: u64,
+    /// Write a checkpoint every this many steps (and at the end).
+    #[serde(default = "default_eval_every")]
+    pub checkpoint_every: u64,
+    /// Fault injection for tests: the loss becomes NaN at this step.
+    #[serde(default)]
+    pub inject_nan_at_step: Option<u64>,
+}
+
+fn default_mu() -> usize {
+    7
+}
+fn default_lr() -> f64 {
+    0.03
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_wd() -> f64 {
+    5e-4
+}
+fn default_ema() -> f64 {
+    0.999
+}
+fn default_tau() -> f64 {
+    0.95
+}
+fn default_one() -> f64 {
+    1.0
+}
+fn default_one_u64() -> u64 {
+    1
+}
+fn default_eval_every() -> u64 {
+    500
+}
+
+/// How the machine's cores are shared. Candle's kernels and the augmentation workers compete
+/// for the same cores; the run prints what it used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadsSection {
+    /// Threads of the compute stage's kernels (0: `RAYON_NUM_THREADS` or the core count).
+    #[serde(default)]
+    pub compute: usize,
+    /// Workers of the weak-augmentation stage.
+    #[serde(default = "default_workers")]
+    pub weak_workers: usize,
+    /// Workers of the strong-augmentation stage.
+    #[serde(default = "default_workers")]
+    pub strong_workers: usize,
+    /// Capacity of every queue, in batches.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+fn default_workers() -> usize {
+    1
+}
+fn default_queue() -> usize {
+    4
+}
+
+impl Default for ThreadsSection {
+    fn default() -> Self {
+        ThreadsSection { compute: 0, weak_workers: 1, strong_workers: 1, queue: 4 }
+    }
+}
+
+/// The config that `protocon train` uses without `--config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../configs/fashion-mnist-40.toml");
+
+impl RunConfig {
+    /// Parse TOML `text` (from `origin`, for messages), apply `overrides` (`key=value`), check.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> anyhow::Result<RunConfig> {
+        let mut table: toml::Table = toml::from_str(text).with_context(|| format!("config {origin}: not valid TOML"))?;
+        for o in overrides {
+            apply_override(&mut table, o).with_context(|| format!("--set {o}"))?;
+        }
+        // Re-render so serde's errors point at the key in context.
+        let merged = toml::to_string(&table)?;
+        let config: RunConfig = toml::from_str(&merged).map_err(|e| anyhow::anyhow!("config {origin}: {}", e.message().trim()))
+            .with_context(|| "")?;
+        config.validate().with_context(|| format!("config {origin}"))?;
+        Ok(config)
+    }
+
+    /// Read a config file.
+    pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<RunConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let t = &self.train;
+        if t.steps == 0 || t.labeled_batch == 0 {
+            bail!("train.steps and train.labeled_batch must be at least 1");
+        }
+        if self.data.labels_per_class == 0 {
+            bail!("data.labels_per_class must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&t.threshold) {
+            bail!("train.threshold must be in 0..=1, got {}", t.threshold);
+        }
+        if self.threads.weak_workers == 0 || self.threads.strong_workers == 0 || self.threads.queue == 0 {
+            bail!("threads.weak_workers, threads.strong_workers and threads.queue must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Unlabeled images per step (0 for supervised training).
+    pub fn unlabeled_batch(&self) -> usize {
+        match self.algorithm {
+            Algorithm::Supervised => 0,
+            _ => self.train.unlabeled_ratio * self.train.labeled_batch,
+        }
+    }
+
+    /// The effective config as TOML (saved with the run).
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+/// `a.b.c=value`: set `value` (TOML syntax, or a bare string) at the dotted path.
+fn apply_override(table: &mut toml::Table, assignment: &str) -> anyhow::Result<()> {
+    let (key, raw) = assignment.split_once('=').context("expected key=value")?;
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").expect("parsed key"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let mut node = table;
+    for part in &parts[..parts.len() - 1] {
+        node = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .with_context(|| format!("`{part}` is not a table"))?;
+    }
+    node.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_parses_and_overrides_apply() {
+        let c = RunConfig::parse(DEFAULT_CONFIG, "default", &["train.steps=7".into(), "seed=3".into(), "model.arch=wrn-28-2".into()]).unwrap();
+        assert_eq!(c.train.steps, 7);
+        assert_eq!(c.seed, 3);
+        assert_eq!(c.model.arch.to_string(), "wrn-28-2");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = RunConfig::parse(DEFAULT_CONFIG, "my.toml", &["train.stepz=7".into()]).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("my.toml") && text.contains("stepz"), "{text}");
+        let err = RunConfig::parse(DEFAULT_CONFIG, "my.toml", &["colour=1".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("colour"));
+    }
+}

@@ -1,0 +1,230 @@
+//! Assembling and running a training pipeline:
+//!
+//! ```text
+//! sampler -> weak views (pool) -> strong views (pool) -> compute -> metrics
+//! ```
+//! Supervised training is the same pipeline with the strong-view stage switched off (no
+//! unlabeled samples), so supervised and FixMatch runs compare on equal terms.
+
+use crate::config::RunConfig;
+use anyhow::{bail, Context as _};
+use candle_core::{Device, Tensor};
+use protocon::checkpoint::Checkpoint;
+use protocon::data::{self, DatasetKind, DatasetSpec, FetchOptions, Fit, LoadOptions, Split, Subset};
+use protocon::model::Network;
+use protocon::optim::SgdConfig;
+use protocon::schedule::CosineSchedule;
+use protocon::{Pipeline, Profile, StageSpec};
+use protocon_stages::augment::AugmentRegistry;
+use protocon_stages::compute::{ComputeConfig, ComputeStage, Record, TestSet};
+use protocon_stages::metrics::{self, MetricsSink, Observer};
+use protocon_stages::sampler::{StepSchedule, StepSampler};
+use protocon_stages::views::{Normalization, StrongViews, ViewSource, WeakViews};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+/// Everything `train` needs besides the config.
+pub struct TrainOptions {
+    pub out: PathBuf,
+    pub resume: Option<PathBuf>,
+    pub trace: Option<PathBuf>,
+    /// Set to end the run early and cleanly (Ctrl-C): the last batch finishes, a checkpoint is
+    /// written.
+    pub stop: Arc<AtomicBool>,
+    /// Called with every metrics record (progress bar).
+    pub observer: Option<Observer>,
+}
+
+/// What a finished run reports.
+pub struct TrainSummary {
+    pub profile: Profile,
+    pub last_eval: Option<protocon_stages::compute::EvalRecord>,
+    pub steps_done: u64,
+}
+
+/// Load the data set of `config` (fetching Fashion-MNIST first when allowed and missing).
+pub fn load_data(config: &RunConfig, subset: Subset) -> anyhow::Result<protocon::data::Dataset> {
+    let spec: DatasetSpec = config.data.dataset.parse().map_err(|e| anyhow::anyhow!("data.dataset: {e}"))?;
+    if config.data.fetch && spec.kind() == DatasetKind::FashionMnist {
+        let dir = spec.resolved_dir();
+        let present = ["train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"].iter().all(|f| dir.join(f).exists());
+        if !present {
+            eprintln!("fetching {} into {}", spec.kind(), dir.display());
+            data::fetch(spec.kind(), &FetchOptions::new().dir(&dir), &mut |line| eprintln!("  {line}"))?;
+        }
+    }
+    let mut options = LoadOptions::new().rgb(config.data.rgb);
+    if let Some(s) = config.data.size {
+        options = options.size(s, s);
+        options.fit = Fit::Pad;
+    }
+    let data = spec.load(subset, &options)?;
+    let limit = match subset {
+        Subset::Train => config.data.train_limit,
+        Subset::Test => config.data.test_limit,
+    };
+    Ok(match limit {
+        Some(n) if n < data.len() => {
+            let (h, w, c) = (data.height(), data.width(), data.channels());
+            let pixels = data.pixels()[..n * h * w * c].to_vec();
+            let labels = data.labels()[..n].to_vec();
+            protocon::data::Dataset::new(data.name().to_string(), (h, w, c), pixels, labels, data.classes().to_vec())?
+        }
+        _ => data,
+    })
+}
+
+/// The test split as a normalised tensor.
+pub fn test_set(test: &protocon::data::Dataset, norm: &Normalization) -> anyhow::Result<TestSet> {
+    let (h, w, c) = (test.height(), test.width(), test.channels());
+    let len = c * h * w;
+    let mut values = vec![0f32; test.len() * len];
+    let mut img = protocon_stages::augment::Image::default();
+    for i in 0..test.len() {
+        img.set_pixels(w, h, c, test.image(i))?;
+        img.normalize_chw_into(&norm.mean, &norm.std, &mut values[i * len..(i + 1) * len]);
+    }
+    Ok(TestSet {
+        images: Tensor::from_vec(values, (test.len(), c, h, w), &Device::Cpu)?,
+        labels: test.labels().iter().map(|&l| l as u32).collect(),
+        classes: test.num_classes(),
+    })
+}
+
+/// Train `config`, writing into `options.out`.
+pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainSummary> {
+    let out = &options.out;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create run directory {}", out.display()))?;
+    if config.threads.compute > 0 {
+        std::env::set_var("RAYON_NUM_THREADS", config.threads.compute.to_string());
+        protocon::ops::set_num_threads(config.threads.compute);
+    }
+    let train_data = Arc::new(load_data(config, Subset::Train)?);
+    let test_data = load_data(config, Subset::Test)?;
+    let split = match &config.data.split {
+        Some(path) => Split::load(path, &train_data)?,
+        None => Split::balanced(&train_data, config.data.labels_per_class, config.seed)?,
+    };
+    split.save(out.join("split.json"))?;
+    let norm = Normalization::of(&train_data);
+    let augmenter = Arc::new(config.augment.build(config.seed, &AugmentRegistry::with_builtins())?);
+    let classes = train_data.num_classes();
+    let unlabeled_batch = config.unlabeled_batch();
+    let schedule = Arc::new(StepSchedule {
+        seed: config.seed,
+        labeled: split.labeled().iter().map(|&i| i as u32).collect(),
+        unlabeled: if unlabeled_batch > 0 { split.unlabeled().iter().map(|&i| i as u32).collect() } else { Vec::new() },
+        labeled_batch: config.train.labeled_batch,
+        unlabeled_batch,
+    });
+    if unlabeled_batch > schedule.unlabeled.len() {
+        bail!("train: {unlabeled_batch} unlabeled images per step, but only {} unlabeled images", schedule.unlabeled.len());
+    }
+    let test = Arc::new(test_set(&test_data, &norm)?);
+    std::fs::write(out.join("config.toml"), config.to_toml()?)?;
+
+    let t = &config.train;
+    let ckpt_path = out.join("checkpoint.safetensors");
+    let compute_cfg = ComputeConfig {
+        algorithm: config.algorithm,
+        threshold: t.threshold,
+        lambda_u: t.lambda_u,
+        sgd: SgdConfig { lr: t.lr, momentum: t.momentum, weight_decay: t.weight_decay, nesterov: t.nesterov },
+        schedule: CosineSchedule::new(t.lr, t.warmup_steps, t.steps),
+        ema_decay: t.ema_decay,
+        eval_every: t.eval_every,
+        log_every: t.log_every,
+        checkpoint_every: t.checkpoint_every,
+        checkpoint: Some(ckpt_path.clone()),
+        checkpoint_meta: serde_json::json!({
+            "config": serde_json::to_value(config)?,
+            "classes": classes,
+            "class_names": train_data.classes(),
+            "normalization": {"mean": norm.mean, "std": norm.std},
+        }),
+        nan_at_step: t.inject_nan_at_step,
+    };
+    let net = Network::new(config.model.arch, classes, None, config.seed, &Device::Cpu)?;
+    let ema_net = Network::new(config.model.arch, classes, None, config.seed, &Device::Cpu)?;
+    let mut compute = ComputeStage::new(compute_cfg, net, ema_net, Some(test));
+
+    let metrics_path = out.join("metrics.jsonl");
+    let mut start = 0;
+    if let Some(resume) = &options.resume {
+        let path = if resume.is_dir() { resume.join("checkpoint.safetensors") } else { resume.clone() };
+        let ck = Checkpoint::load(&path, &Device::Cpu)?;
+        compute.restore(&ck).map_err(|e| anyhow::anyhow!("resume from {}: {e}", path.display()))?;
+        start = ck.meta["step"].as_u64().unwrap_or(0);
+        metrics::truncate_after(&metrics_path, start)?;
+        eprintln!("resuming from {} at step {start}", path.display());
+    } else if metrics_path.exists() {
+        std::fs::remove_file(&metrics_path)?;
+    }
+    if start >= t.steps {
+        bail!("nothing to do: the checkpoint is at step {start} of {}", t.steps);
+    }
+
+    let threads = &config.threads;
+    eprintln!(
+        "threads: compute {} (kernels), weak augmentation {} worker(s), strong augmentation {} worker(s); {} labeled / {} unlabeled images",
+        protocon::ops::num_threads(),
+        threads.weak_workers,
+        if unlabeled_batch > 0 { threads.strong_workers } else { 0 },
+        schedule.labeled.len(),
+        schedule.unlabeled.len()
+    );
+    let source = Arc::new(ViewSource { data: train_data, augmenter, norm });
+    let mut p = Pipeline::builder();
+    if let Some(path) = &options.trace {
+        p.trace(path);
+    }
+    let (sched, stop) = (schedule.clone(), options.stop.clone());
+    let end = t.steps;
+    let plans = p.source(StageSpec::new("sampler").queue(threads.queue), move |_| {
+        Ok(StepSampler::new(sched.clone(), start, end, stop.clone()))
+    });
+    let s = source.clone();
+    let mut batches = p.stage(StageSpec::new("weak-augment").workers(threads.weak_workers).queue(threads.queue), plans, move |_| {
+        Ok(WeakViews::new(s.clone()))
+    });
+    if unlabeled_batch > 0 {
+        let s = source.clone();
+        batches = p.stage(
+            StageSpec::new("strong-augment").workers(threads.strong_workers).queue(threads.queue),
+            batches,
+            move |_| Ok(StrongViews::new(s.clone())),
+        );
+    }
+    let compute = Mutex::new(Some(compute));
+    let records = p.stage(StageSpec::new("compute").queue(threads.queue.max(8)), batches, move |_| {
+        compute.lock().unwrap().take().ok_or_else(|| protocon::StageError::msg("the compute stage has exactly one worker"))
+    });
+    let last_eval = Arc::new(Mutex::new(None));
+    let le = last_eval.clone();
+    let observer = Mutex::new(options.observer);
+    let mp = metrics_path.clone();
+    p.sink(StageSpec::new("metrics"), records, move |_| {
+        let le = le.clone();
+        let mut user = observer.lock().unwrap().take();
+        let observe: Observer = Box::new(move |r: &Record| {
+            if let Record::Eval(e) = r {
+                *le.lock().unwrap() = Some(e.clone());
+            }
+            if let Some(u) = &mut user {
+                u(r);
+            }
+        });
+        MetricsSink::append(&mp, Some(observe))
+    });
+    let report = p.run()?;
+    std::fs::write(out.join("profile.txt"), format!("{}\n", report.profile))?;
+    let steps_done = Checkpoint::load(&ckpt_path, &Device::Cpu).ok().and_then(|c| c.meta["step"].as_u64()).unwrap_or(start);
+    let last_eval = last_eval.lock().unwrap().clone();
+    Ok(TrainSummary { profile: report.profile, last_eval, steps_done })
+}
+
+/// The run directory for a config when `--out` is not given.
+pub fn default_out(config: &RunConfig) -> PathBuf {
+    Path::new("runs").join(&config.name)
+}

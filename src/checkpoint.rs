@@ -1,0 +1,102 @@
+//! Checkpoints: one safetensors file holding every tensor of the training state (model, EMA
+//! model, optimizer buffers, ...) and a JSON document of the rest (step, best accuracy, ...)
+//! in the safetensors metadata under the key `protocon`.
+//!
+//! Written atomically: to a temporary file in the same directory, flushed to disk, then renamed
+//! over the old one. A crash or a failed run therefore leaves either the previous checkpoint or
+//! the new one, never a torn file.
+
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const META_KEY: &str = "protocon";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    #[error("checkpoint {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("checkpoint {path} is not a valid safetensors file: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error("checkpoint {path} has no `{META_KEY}` metadata: not written by protocon")]
+    MissingMeta { path: PathBuf },
+}
+
+/// Tensors plus JSON state.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub tensors: HashMap<String, Tensor>,
+    pub meta: serde_json::Value,
+}
+
+impl Checkpoint {
+    /// Write to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        let io = |source| CheckpointError::Io { path: path.to_owned(), source };
+        let mut info = HashMap::new();
+        info.insert(META_KEY.to_string(), self.meta.to_string());
+        let mut names: Vec<&String> = self.tensors.keys().collect();
+        names.sort();
+        let data: Vec<(&str, &Tensor)> = names.iter().map(|n| (n.as_str(), &self.tensors[*n])).collect();
+        let bytes = safetensors::serialize(data, Some(info))
+            .map_err(|e| CheckpointError::Format { path: path.to_owned(), reason: e.to_string() })?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = path.with_extension("safetensors.tmp");
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&bytes).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)?;
+        // Make the rename itself durable.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Read a checkpoint written by [`save`](Self::save).
+    pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, CheckpointError> {
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })?;
+        let format = |reason: String| CheckpointError::Format { path: path.to_owned(), reason };
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
+        let meta_text = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(META_KEY))
+            .ok_or_else(|| CheckpointError::MissingMeta { path: path.to_owned() })?;
+        let meta = serde_json::from_str(meta_text).map_err(|e| format(format!("metadata: {e}")))?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| format(e.to_string()))?;
+        Ok(Checkpoint { tensors, meta })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_atomic_replacement() {
+        let dir = std::env::temp_dir().join(format!("protocon-ckpt-{}", std::process::id()));
+        let path = dir.join("checkpoint.safetensors");
+        let dev = Device::Cpu;
+        let mut tensors = HashMap::new();
+        tensors.insert("w".to_string(), Tensor::new(&[1.5f32, -2.0], &dev).unwrap());
+        let ck = Checkpoint { tensors, meta: serde_json::json!({"step": 7}) };
+        ck.save(&path).unwrap();
+        let back = Checkpoint::load(&path, &dev).unwrap();
+        assert_eq!(back.meta["step"], 7);
+        assert_eq!(back.tensors["w"].to_vec1::<f32>().unwrap(), [1.5, -2.0]);
+        assert!(!path.with_extension("safetensors.tmp").exists());
+
+        // A corrupt file is refused with its path, and does not disturb the good one.
+        let bad = dir.join("bad.safetensors");
+        std::fs::write(&bad, b"not a checkpoint").unwrap();
+        let err = Checkpoint::load(&bad, &dev).unwrap_err().to_string();
+        assert!(err.contains("bad.safetensors") && err.contains("not a valid safetensors"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,190 @@
+//! Image folders: `root/<class>/<file>`, PNG or JPEG.
+//!
+//! The sample index must not depend on the order the file system lists entries in, so classes
+//! are sorted by directory name and files by file name (byte-wise). Images are decoded to RGB
+//! (grey files too, so one folder may mix both) and brought to the configured size per file.
+//!
+//! A root that holds a `train/` directory is read as `root/{train,test}/<class>/<file>`; the
+//! classes are those of `train/`, so labels agree between the subsets even when the test side
+//! lacks a class. Otherwise the whole root is the train subset and there is no test subset.
+
+use super::transform::ImageFitter;
+use super::{DataError, Dataset, LoadOptions, Subset};
+use std::path::{Path, PathBuf};
+
+/// Image file extensions that are read (case-insensitive); other files are ignored.
+pub const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// Loads a subset of an image folder. See the module documentation for the layout.
+pub fn load_dir(root: &Path, subset: Subset, options: &LoadOptions, name: &str) -> Result<Dataset, DataError> {
+    if !root.is_dir() {
+        return Err(DataError::Missing {
+            path: root.to_path_buf(),
+            expected: "an image folder laid out as <class>/<image> or {train,test}/<class>/<image>".into(),
+        });
+    }
+    let train_dir = root.join("train");
+    let (class_root, subset_root) = if train_dir.is_dir() {
+        let subset_root = root.join(subset.to_string());
+        if !subset_root.is_dir() {
+            return Err(DataError::Missing {
+                path: subset_root,
+                expected: format!("the {subset} subset next to {}", train_dir.display()),
+            });
+        }
+        (train_dir, subset_root)
+    } else if subset == Subset::Test {
+        return Err(DataError::Missing {
+            path: root.join("test"),
+            expected: format!(
+                "a test subset: lay {} out as train/<class>/<image> and test/<class>/<image>",
+                root.display()
+            ),
+        });
+    } else {
+        (root.to_path_buf(), root.to_path_buf())
+    };
+
+    let classes = class_dirs(&class_root)?;
+    if classes.is_empty() {
+        return Err(DataError::Missing { path: class_root, expected: "at least one class directory".into() });
+    }
+    if classes.len() > usize::from(u16::MAX) {
+        return Err(DataError::BadHeader {
+            path: class_root,
+            field: "number of classes",
+            expected: format!("at most {}", u16::MAX),
+            found: classes.len().to_string(),
+        });
+    }
+    let mut files: Vec<(PathBuf, u16)> = Vec::new();
+    for class in class_dirs(&subset_root)? {
+        let label = classes.iter().position(|c| *c == class).ok_or_else(|| DataError::UnknownClass {
+            path: subset_root.join(&class),
+            train: class_root.clone(),
+            known: classes.join(", "),
+        })?;
+        let dir = subset_root.join(&class);
+        let images = image_files(&dir)?;
+        if images.is_empty() {
+            return Err(DataError::EmptyClass { path: dir });
+        }
+        files.extend(images.into_iter().map(|f| (f, label as u16)));
+    }
+    if files.is_empty() {
+        return Err(DataError::Missing { path: subset_root, expected: "class directories with images".into() });
+    }
+
+    let [height, width] = match options.size {
+        Some(size) => size,
+        None => {
+            let first = &files[0].0;
+            let (w, h) =
+                image::image_dimensions(first).map_err(|e| DataError::Image { path: first.clone(), source: e })?;
+            [h as usize, w as usize]
+        }
+    };
+    let pixels = decode_all(&files, [height, width], options)?;
+    let labels = files.iter().map(|(_, l)| *l).collect();
+    Dataset::new(name, (height, width, 3), pixels, labels, classes)
+}
+
+/// Names of the non-hidden subdirectories, sorted.
+fn class_dirs(dir: &Path) -> Result<Vec<String>, DataError> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && entry.path().is_dir() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The PNG/JPEG files of a class directory, sorted by name.
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let path = entry.map_err(|e| DataError::io(dir, e))?.path();
+        let is_image = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)));
+        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if is_image && !hidden && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Decodes and fits every file, in order, on all cores; the first failing file (by index) is
+/// reported.
+fn decode_all(files: &[(PathBuf, u16)], size: [usize; 2], options: &LoadOptions) -> Result<Vec<u8>, DataError> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len()).max(1);
+    let chunk = files.len().div_ceil(workers);
+    let fit_any_size = options.size.is_some();
+    let options = LoadOptions { size: Some(size), rgb: false, ..options.clone() };
+    let parts: Vec<Result<Vec<u8>, DataError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                let options = &options;
+                s.spawn(move || decode_chunk(part, size, options, fit_any_size))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    let mut pixels = Vec::with_capacity(files.len() * size[0] * size[1] * 3);
+    for part in parts {
+        pixels.extend(part?);
+    }
+    Ok(pixels)
+}
+
+/// `fit_any_size`: a target size was configured, so every file is brought to it; otherwise all
+/// files must have the size of the first (silently resizing to an accidental size would hide a
+/// mixed-up folder).
+fn decode_chunk(
+    files: &[(PathBuf, u16)],
+    [height, width]: [usize; 2],
+    options: &LoadOptions,
+    fit_any_size: bool,
+) -> Result<Vec<u8>, DataError> {
+    let mut out = Vec::with_capacity(files.len() * height * width * 3);
+    let mut fitter: Option<((usize, usize), ImageFitter)> = None;
+    for (path, _) in files {
+        let image = image::ImageReader::open(path)
+            .map_err(|e| DataError::io(path, e))?
+            .with_guessed_format()
+            .map_err(|e| DataError::io(path, e))?
+            .decode()
+            .map_err(|e| DataError::Image { path: path.clone(), source: e })?
+            .into_rgb8();
+        let shape = (image.height() as usize, image.width() as usize);
+        if !fit_any_size && shape != (height, width) {
+            return Err(DataError::ImageSize {
+                path: path.clone(),
+                expected: format!("{height}x{width}"),
+                found: format!("{}x{}", shape.0, shape.1),
+            });
+        }
+        let fitter = match &mut fitter {
+            Some((s, f)) if *s == shape => f,
+            slot => {
+                let f = ImageFitter::new(options, (shape.0, shape.1, 3)).map_err(|e| match e {
+                    DataError::Fit { from, to, reason } => {
+                        DataError::Fit { from: format!("{from} ({})", path.display()), to, reason }
+                    }
+                    other => other,
+                })?;
+                &mut slot.insert((shape, f)).1
+            }
+        };
+        fitter.fit(image.as_raw(), &mut out)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,79 @@
+//! [`Chain`]: an ordered list of named augmentations that builds one view.
+
+use super::{AppliedOp, AugContext, Augmentation, DrawKey, Image, OpName, Workspace};
+use std::fmt;
+use std::sync::Arc;
+
+struct Element {
+    name: Arc<str>,
+    op: Box<dyn Augmentation>,
+}
+
+/// The ops that make one kind of view (weak or strong), applied in order.
+///
+/// Element `i` draws from the random stream of slot `i` of the view's [`DrawKey`], so an
+/// element's randomness does not depend on what the elements before it drew (inserting an
+/// element does shift the slots of those after it).
+#[derive(Default)]
+pub struct Chain {
+    elements: Vec<Element>,
+}
+
+impl Chain {
+    /// An empty chain (the identity).
+    pub fn new() -> Chain {
+        Chain::default()
+    }
+
+    /// Appends `op` under `name` (the name previews show when the op records nothing).
+    pub fn push(&mut self, name: &str, op: impl Augmentation + 'static) {
+        self.push_boxed(name, Box::new(op));
+    }
+
+    /// Appends an already boxed op.
+    pub fn push_boxed(&mut self, name: &str, op: Box<dyn Augmentation>) {
+        self.elements.push(Element { name: Arc::from(name), op });
+    }
+
+    /// Builder form of [`Chain::push`].
+    pub fn with(mut self, name: &str, op: impl Augmentation + 'static) -> Chain {
+        self.push(name, op);
+        self
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.elements.len()
+    }
+
+    /// Whether the chain has no element.
+    pub fn is_empty(&self) -> bool {
+        self.elements.is_empty()
+    }
+
+    /// Element names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.elements.iter().map(|e| &*e.name)
+    }
+
+    /// Applies every element to `img` in place.
+    ///
+    /// * `key`: the view's coordinates; element `i` uses `key.rng(i)`.
+    /// * `ws`: the calling worker's buffers.
+    /// * `log`: applied ops are appended (it is not cleared).
+    pub fn apply(&self, img: &mut Image, key: DrawKey, ws: &mut Workspace, log: &mut Vec<AppliedOp>) {
+        for (slot, element) in self.elements.iter().enumerate() {
+            let mut ctx = AugContext::new(key.rng(slot as u64), ws, log, &element.name);
+            element.op.apply(img, &mut ctx);
+            if !ctx.handled() {
+                log.push(AppliedOp { name: OpName::Registered(element.name.clone()), magnitude: None, value: None });
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}

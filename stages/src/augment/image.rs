@@ -1,0 +1,201 @@
+//! [`Image`]: the pixels every augmentation reads and writes.
+//!
+//! Interleaved 8-bit channels, row-major (HWC), exactly what a JPEG/PNG decoder produces and
+//! what PIL's `Image.tobytes()` gives for "L" and "RGB" images; no stride, no padding. That
+//! keeps every op a plain loop over a slice and lets a worker reuse one buffer per view
+//! ([`Image::copy_from`] keeps the allocation).
+
+use super::AugmentError;
+
+/// An 8-bit image: `height` rows of `width` pixels of `channels` interleaved bytes.
+///
+/// Invariant: `data.len() == width * height * channels`, `channels` is 1 (gray) or 3 (RGB),
+/// and the image is not empty, except for [`Image::default`], an empty placeholder that is
+/// meant to be overwritten with [`Image::copy_from`] or [`Image::set_pixels`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Image {
+    width: usize,
+    height: usize,
+    channels: usize,
+    data: Vec<u8>,
+}
+
+impl Image {
+    /// Wraps `data` (row-major, interleaved channels).
+    ///
+    /// Returns an error when the buffer length does not match the size, when `channels` is
+    /// neither 1 nor 3, or when the image is empty.
+    pub fn new(width: usize, height: usize, channels: usize, data: Vec<u8>) -> Result<Image, AugmentError> {
+        check_shape(width, height, channels, data.len())?;
+        Ok(Image { width, height, channels, data })
+    }
+
+    /// An image of the given size with every byte set to `value`.
+    pub fn filled(width: usize, height: usize, channels: usize, value: u8) -> Result<Image, AugmentError> {
+        Image::new(width, height, channels, vec![value; width * height * channels])
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Bytes per pixel: 1 (gray) or 3 (RGB).
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// All pixels, row-major, channels interleaved.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// All pixels, mutable. The size cannot change through this slice.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+
+    /// Gives the pixel buffer away.
+    pub fn into_data(self) -> Vec<u8> {
+        self.data
+    }
+
+    /// Bytes in one row.
+    pub fn row_len(&self) -> usize {
+        self.width * self.channels
+    }
+
+    /// Row `y`.
+    pub fn row(&self, y: usize) -> &[u8] {
+        let n = self.row_len();
+        &self.data[y * n..(y + 1) * n]
+    }
+
+    /// Row `y`, mutable.
+    pub fn row_mut(&mut self, y: usize) -> &mut [u8] {
+        let n = self.row_len();
+        &mut self.data[y * n..(y + 1) * n]
+    }
+
+    /// The `channels` bytes of pixel (x, y).
+    pub fn pixel(&self, x: usize, y: usize) -> &[u8] {
+        let i = (y * self.width + x) * self.channels;
+        &self.data[i..i + self.channels]
+    }
+
+    /// The bytes of pixel (x, y), mutable.
+    pub fn pixel_mut(&mut self, x: usize, y: usize) -> &mut [u8] {
+        let i = (y * self.width + x) * self.channels;
+        &mut self.data[i..i + self.channels]
+    }
+
+    /// Makes `self` an exact copy of `src`, reusing `self`'s allocation when it is big enough.
+    pub fn copy_from(&mut self, src: &Image) {
+        self.width = src.width;
+        self.height = src.height;
+        self.channels = src.channels;
+        self.data.clear();
+        self.data.extend_from_slice(&src.data);
+    }
+
+    /// Replaces the pixels with a copy of `data` (row-major, interleaved), reusing the
+    /// allocation: how a worker loads a decoded sample without allocating.
+    pub fn set_pixels(
+        &mut self,
+        width: usize,
+        height: usize,
+        channels: usize,
+        data: &[u8],
+    ) -> Result<(), AugmentError> {
+        check_shape(width, height, channels, data.len())?;
+        self.width = width;
+        self.height = height;
+        self.channels = channels;
+        self.data.clear();
+        self.data.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Resizes the buffer for a `width` x `height` image with `channels` channels, keeping
+    /// the allocation. The pixel values afterwards are unspecified (ops overwrite them all).
+    pub(crate) fn reshape(&mut self, width: usize, height: usize, channels: usize) {
+        self.width = width;
+        self.height = height;
+        self.channels = channels;
+        self.data.resize(width * height * channels, 0);
+    }
+
+    /// Writes the pixels as planar f32 (CHW), `(v / 255 - mean[c]) / std[c]`: the layout and
+    /// normalisation the model consumes (protocon.md s.2, "normalise after augmentation").
+    ///
+    /// `mean` and `std` hold one value per channel; `out` must hold exactly
+    /// `channels * height * width` values.
+    ///
+    /// # Panics
+    /// When `mean`, `std` or `out` have the wrong length.
+    pub fn normalize_chw_into(&self, mean: &[f32], std: &[f32], out: &mut [f32]) {
+        let c = self.channels;
+        assert_eq!(mean.len(), c, "one mean per channel");
+        assert_eq!(std.len(), c, "one std per channel");
+        let plane = self.width * self.height;
+        assert_eq!(out.len(), c * plane, "output holds channels*height*width values");
+        for ch in 0..c {
+            let scale = 1.0 / (255.0 * std[ch]);
+            let shift = mean[ch] / std[ch];
+            let dst = &mut out[ch * plane..(ch + 1) * plane];
+            for (o, px) in dst.iter_mut().zip(self.data.chunks_exact(c)) {
+                *o = px[ch] as f32 * scale - shift;
+            }
+        }
+    }
+}
+
+fn check_shape(width: usize, height: usize, channels: usize, len: usize) -> Result<(), AugmentError> {
+    if channels != 1 && channels != 3 {
+        return Err(AugmentError::Channels(channels));
+    }
+    if width == 0 || height == 0 {
+        return Err(AugmentError::Empty { width, height });
+    }
+    if width.checked_mul(height).and_then(|n| n.checked_mul(channels)) != Some(len) {
+        return Err(AugmentError::BufferSize { width, height, channels, len });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_shapes() {
+        assert!(matches!(Image::new(2, 2, 3, vec![0; 11]), Err(AugmentError::BufferSize { .. })));
+        assert!(matches!(Image::new(2, 2, 4, vec![0; 16]), Err(AugmentError::Channels(4))));
+        assert!(matches!(Image::new(0, 2, 1, vec![]), Err(AugmentError::Empty { .. })));
+    }
+
+    #[test]
+    fn pixel_addressing_is_row_major_interleaved() {
+        let img = Image::new(2, 2, 3, (0..12).collect()).unwrap();
+        assert_eq!(img.pixel(1, 0), &[3, 4, 5]);
+        assert_eq!(img.pixel(0, 1), &[6, 7, 8]);
+        assert_eq!(img.row(1), &[6, 7, 8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn normalize_writes_planes() {
+        let img = Image::new(2, 1, 3, vec![0, 51, 255, 255, 102, 0]).unwrap();
+        let mut out = [0.0f32; 6];
+        img.normalize_chw_into(&[0.0, 0.2, 0.5], &[1.0, 0.2, 0.5], &mut out);
+        // channel 0: v/255; channel 1: (v/255 - 0.2)/0.2; channel 2: (v/255 - 0.5)/0.5
+        let want = [0.0, 1.0, 0.0, 1.0, 1.0, -1.0];
+        for (o, w) in out.iter().zip(want) {
+            assert!((o - w).abs() < 1e-6, "{out:?}");
+        }
+    }
+}
