@@ -107,8 +107,20 @@ impl Network {
     /// Build `arch` with `classes` outputs and, if `projection_dim` is given, a projection head;
     /// weights drawn from `seed` with PyTorch's initialisations.
     pub fn new(arch: Arch, classes: usize, projection_dim: Option<usize>, seed: u64, device: &Device) -> Result<Self> {
+        Self::with_dtype(arch, classes, projection_dim, seed, device, DType::F32)
+    }
+
+    /// As [`new`](Self::new) with parameters of `dtype` (f64 for numerical checks).
+    pub fn with_dtype(
+        arch: Arch,
+        classes: usize,
+        projection_dim: Option<usize>,
+        seed: u64,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         let mut params = ParamStore::default();
-        let mut pb = ParamBuilder::new(&mut params, seed, device, DType::F32);
+        let mut pb = ParamBuilder::new(&mut params, seed, device, dtype);
         let backbone: Box<dyn Backbone> = match arch {
             Arch::WideResNet { depth, widen } => Box::new(WideResNet::new(&mut pb, depth, widen)?),
             Arch::CnnSmall => Box::new(CnnSmall::new(&mut pb)?),
