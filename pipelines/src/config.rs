@@ -66,6 +66,15 @@ fn yes() -> bool {
 pub struct ModelSection {
     /// `cnn-small`, `wrn-28-2`, `wrn-28-8`.
     pub arch: Arch,
+    /// BatchNorm momentum, PyTorch convention (FixMatch/ProtoCon: 0.001). With 0.001 the running
+    /// statistics keep 0.999^k of their initial values after k steps, so runs of a few thousand
+    /// steps evaluate badly in inference mode; short CPU runs raise it.
+    #[serde(default = "default_bn_momentum")]
+    pub bn_momentum: f64,
+}
+
+fn default_bn_momentum() -> f64 {
+    0.001
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 use candle_core::{Device, Tensor};
 use protocon::checkpoint::Checkpoint;
 use protocon::data::{self, DatasetKind, DatasetSpec, FetchOptions, Fit, LoadOptions, Split, Subset};
-use protocon::model::Network;
+use protocon::model::{Network, NetworkOptions};
 use protocon::optim::SgdConfig;
 use protocon::schedule::CosineSchedule;
 use protocon::{Pipeline, Profile, StageSpec};
@@ -145,8 +145,9 @@ pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainS
         }),
         nan_at_step: t.inject_nan_at_step,
     };
-    let net = Network::new(config.model.arch, classes, None, config.seed, &Device::Cpu)?;
-    let ema_net = Network::new(config.model.arch, classes, None, config.seed, &Device::Cpu)?;
+    let net_options = NetworkOptions { bn_momentum: config.model.bn_momentum, ..Default::default() };
+    let net = Network::build(config.model.arch, classes, None, config.seed, &Device::Cpu, &net_options)?;
+    let ema_net = Network::build(config.model.arch, classes, None, config.seed, &Device::Cpu, &net_options)?;
     let mut compute = ComputeStage::new(compute_cfg, net, ema_net, Some(test));
 
     let metrics_path = out.join("metrics.jsonl");

@@ -5,7 +5,6 @@
 
 use super::layers::{BatchNorm2d, Conv2d, Mode};
 use super::params::ParamBuilder;
-use super::wide_resnet::BN_MOMENTUM;
 use super::Backbone;
 use crate::ops::Kernels;
 use candle_core::{Result, Tensor};
@@ -17,14 +16,15 @@ pub struct CnnSmall {
 impl CnnSmall {
     pub const WIDTHS: [usize; 3] = [32, 64, 128];
 
-    pub fn new(pb: &mut ParamBuilder) -> Result<Self> {
+    /// `bn_momentum`: 0.001 as in FixMatch's networks, unless the run is short.
+    pub fn new(pb: &mut ParamBuilder, bn_momentum: f64) -> Result<Self> {
         let mut layers = Vec::new();
         let mut cin = 3;
         for (s, &width) in Self::WIDTHS.iter().enumerate() {
             for j in 0..2 {
                 let name = format!("stage{}.{j}", s + 1);
                 layers.push(pb.scope(&name, |pb| {
-                    Ok((Conv2d::new(pb, "conv", cin, width, 3, 1)?, BatchNorm2d::new(pb, "bn", width, BN_MOMENTUM)?))
+                    Ok((Conv2d::new(pb, "conv", cin, width, 3, 1)?, BatchNorm2d::new(pb, "bn", width, bn_momentum)?))
                 })?);
                 cin = width;
             }

@@ -93,6 +93,22 @@ impl Projector {
     }
 }
 
+/// Construction options of a [`Network`].
+#[derive(Debug, Clone, Copy)]
+pub struct NetworkOptions {
+    pub dtype: DType,
+    /// BatchNorm momentum (PyTorch convention). FixMatch's 0.001 by default; the running
+    /// statistics then need thousands of steps to forget their initial values, so short runs
+    /// (a CPU budget of ~1000 steps) should raise it or evaluation in inference mode suffers.
+    pub bn_momentum: f64,
+}
+
+impl Default for NetworkOptions {
+    fn default() -> Self {
+        NetworkOptions { dtype: DType::F32, bn_momentum: wide_resnet::BN_MOMENTUM }
+    }
+}
+
 /// Backbone + classifier (+ projector), with every tensor in one [`ParamStore`].
 pub struct Network {
     backbone: Box<dyn Backbone>,
@@ -107,7 +123,7 @@ impl Network {
     /// Build `arch` with `classes` outputs and, if `projection_dim` is given, a projection head;
     /// weights drawn from `seed` with PyTorch's initialisations.
     pub fn new(arch: Arch, classes: usize, projection_dim: Option<usize>, seed: u64, device: &Device) -> Result<Self> {
-        Self::with_dtype(arch, classes, projection_dim, seed, device, DType::F32)
+        Self::build(arch, classes, projection_dim, seed, device, &NetworkOptions::default())
     }
 
     /// As [`new`](Self::new) with parameters of `dtype` (f64 for numerical checks).
@@ -119,11 +135,24 @@ impl Network {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        Self::build(arch, classes, projection_dim, seed, device, &NetworkOptions { dtype, ..Default::default() })
+    }
+
+    /// The general constructor.
+    pub fn build(
+        arch: Arch,
+        classes: usize,
+        projection_dim: Option<usize>,
+        seed: u64,
+        device: &Device,
+        options: &NetworkOptions,
+    ) -> Result<Self> {
         let mut params = ParamStore::default();
-        let mut pb = ParamBuilder::new(&mut params, seed, device, dtype);
+        let mut pb = ParamBuilder::new(&mut params, seed, device, options.dtype);
+        let m = options.bn_momentum;
         let backbone: Box<dyn Backbone> = match arch {
-            Arch::WideResNet { depth, widen } => Box::new(WideResNet::new(&mut pb, depth, widen)?),
-            Arch::CnnSmall => Box::new(CnnSmall::new(&mut pb)?),
+            Arch::WideResNet { depth, widen } => Box::new(WideResNet::new(&mut pb, depth, widen, m)?),
+            Arch::CnnSmall => Box::new(CnnSmall::new(&mut pb, m)?),
         };
         let f = backbone.feature_dim();
         let classifier = Linear::new(&mut pb, "fc", f, classes)?;

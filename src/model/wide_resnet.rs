@@ -21,11 +21,11 @@ struct Block {
 }
 
 impl Block {
-    fn new(pb: &mut ParamBuilder, cin: usize, cout: usize, stride: usize, activate_before_residual: bool) -> Result<Self> {
+    fn new(pb: &mut ParamBuilder, cin: usize, cout: usize, stride: usize, activate_before_residual: bool, m: f64) -> Result<Self> {
         Ok(Block {
-            bn1: BatchNorm2d::new(pb, "bn1", cin, BN_MOMENTUM)?,
+            bn1: BatchNorm2d::new(pb, "bn1", cin, m)?,
             conv1: Conv2d::new(pb, "conv1", cin, cout, 3, stride)?,
-            bn2: BatchNorm2d::new(pb, "bn2", cout, BN_MOMENTUM)?,
+            bn2: BatchNorm2d::new(pb, "bn2", cout, m)?,
             conv2: Conv2d::new(pb, "conv2", cout, cout, 3, 1)?,
             shortcut: if cin != cout { Some(Conv2d::new(pb, "shortcut", cin, cout, 1, stride)?) } else { None },
             activate_before_residual,
@@ -61,7 +61,8 @@ pub struct WideResNet {
 }
 
 impl WideResNet {
-    pub fn new(pb: &mut ParamBuilder, depth: usize, widen: usize) -> Result<Self> {
+    /// `bn_momentum`: [`BN_MOMENTUM`] in FixMatch.
+    pub fn new(pb: &mut ParamBuilder, depth: usize, widen: usize, bn_momentum: f64) -> Result<Self> {
         if depth < 10 || (depth - 4) % 6 != 0 {
             candle_core::bail!("Wide-ResNet depth must be 6n + 4 (e.g. 28), got {depth}");
         }
@@ -74,10 +75,10 @@ impl WideResNet {
                 let cin = if i == 0 { widths[group] } else { widths[group + 1] };
                 let stride = if i == 0 && group > 0 { 2 } else { 1 };
                 let name = format!("block{}.layer.{i}", group + 1);
-                blocks.push(pb.scope(&name, |pb| Block::new(pb, cin, widths[group + 1], stride, group == 0))?);
+                blocks.push(pb.scope(&name, |pb| Block::new(pb, cin, widths[group + 1], stride, group == 0, bn_momentum))?);
             }
         }
-        let bn = BatchNorm2d::new(pb, "bn1", widths[3], BN_MOMENTUM)?;
+        let bn = BatchNorm2d::new(pb, "bn1", widths[3], bn_momentum)?;
         Ok(WideResNet { stem, blocks, bn, features: widths[3] })
     }
 }

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use candle_core::Device;
 use protocon::checkpoint::Checkpoint;
 use protocon::data::Subset;
-use protocon::model::Network;
+use protocon::model::{Network, NetworkOptions};
 use protocon_stages::views::Normalization;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -45,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if test.num_classes() != classes {
         anyhow::bail!("{}: {} classes, the checkpoint was trained on {classes}", config.data.dataset, test.num_classes());
     }
-    let net = Network::new(config.model.arch, classes, None, 0, &Device::Cpu)?;
+    let net = Network::build(config.model.arch, classes, None, 0, &Device::Cpu, &NetworkOptions { bn_momentum: config.model.bn_momentum, ..Default::default() })?;
     let prefix = if args.raw { "model." } else { "ema." };
     let tensors: HashMap<_, _> = ck.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect();
     net.params().load(&tensors).with_context(|| format!("checkpoint {}", path.display()))?;

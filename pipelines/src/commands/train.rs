@@ -74,14 +74,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!("step {} loss {:.4} mask {:.3} {:.0} img/s", t.step + 1, t.loss, t.mask_rate, t.images_per_s);
             }
         }
-        Record::Eval(e) => b.println(format!(
-            "step {}: test accuracy {:.2}% (EMA {:.2}%), best {:.2}% (EMA {:.2}%)",
-            e.step + 1,
-            100.0 * e.test_acc,
-            100.0 * e.test_acc_ema,
-            100.0 * e.best_test_acc,
-            100.0 * e.best_test_acc_ema
-        )),
+        Record::Eval(e) => {
+            let line = format!(
+                "step {}: test accuracy {:.2}% (EMA {:.2}%), best {:.2}% (EMA {:.2}%)",
+                e.step + 1,
+                100.0 * e.test_acc,
+                100.0 * e.test_acc_ema,
+                100.0 * e.best_test_acc,
+                100.0 * e.best_test_acc_ema
+            );
+            if quiet {
+                eprintln!("{line}");
+            } else {
+                b.println(line);
+            }
+        }
     });
     eprintln!("run directory: {}", out.display());
     let summary = train(
