@@ -193,10 +193,16 @@ impl RunConfig {
         for o in overrides {
             apply_override(&mut table, o).with_context(|| format!("--set {o}"))?;
         }
-        // Re-render so serde's errors point at the key in context.
-        let merged = toml::to_string(&table)?;
-        let config: RunConfig = toml::from_str(&merged).map_err(|e| anyhow::anyhow!("config {origin}: {}", e.message().trim()))
-            .with_context(|| "")?;
+        // Without overrides, parse the file itself so errors show its line and the key in
+        // context; with overrides the merged document has other line numbers, so give the
+        // message alone.
+        let config: RunConfig = if overrides.is_empty() {
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("config {origin}: {e}"))?
+        } else {
+            let merged = toml::to_string(&table)?;
+            toml::from_str(&merged)
+                .map_err(|e| anyhow::anyhow!("config {origin} (with --set overrides): {}", e.message().trim()))?
+        };
         config.validate().with_context(|| format!("config {origin}"))?;
         Ok(config)
     }
@@ -277,5 +283,9 @@ mod tests {
         assert!(text.contains("my.toml") && text.contains("stepz"), "{text}");
         let err = RunConfig::parse(DEFAULT_CONFIG, "my.toml", &["colour=1".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("colour"));
+        // Straight from a file: the line of the bad key is shown.
+        let text = DEFAULT_CONFIG.replace("steps = 1000", "stepz = 1000");
+        let err = format!("{:#}", RunConfig::parse(&text, "f.toml", &[]).unwrap_err());
+        assert!(err.contains("f.toml") && err.contains("line") && err.contains("stepz = 1000"), "{err}");
     }
 }
