@@ -3,21 +3,8 @@
 //! reflect padding, rounded back to 8 bits (SimCLR strong view, protocon.md s.2). Taps past
 //! 4 sigma are dropped (see [`gaussian_blur`]).
 
+use super::crop::reflect;
 use super::{Image, Workspace};
-
-/// `i` mirrored into 0..n without repeating the edge.
-#[inline(always)]
-fn reflect(i: isize, n: usize) -> usize {
-    let n = n as isize;
-    let r = if i < 0 {
-        -i
-    } else if i >= n {
-        2 * (n - 1) - i
-    } else {
-        i
-    };
-    r.clamp(0, n - 1) as usize
-}
 
 /// The normalised 1-D kernel, `kernel_size` taps (odd).
 fn kernel(kernel_size: usize, sigma: f64) -> Vec<f32> {

@@ -6,8 +6,9 @@ use fast_image_resize as fir;
 use serde::{Deserialize, Serialize};
 
 /// `i` mirrored into 0..n without repeating the edge (numpy/torch "reflect": -1 -> 1).
+/// Also the border rule of the blur kernels.
 #[inline(always)]
-fn reflect(i: isize, n: usize) -> usize {
+pub(crate) fn reflect(i: isize, n: usize) -> usize {
     let n = n as isize;
     let r = if i < 0 {
         -i
