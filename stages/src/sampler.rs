@@ -47,10 +47,19 @@ impl StepSchedule {
     }
 
     pub fn plan(&self, step: u64) -> StepPlan {
+        self.plan_cached(step, &mut None)
+    }
+
+    /// [`plan`](Self::plan), reusing the epoch's unlabeled permutation held in `cache` (a
+    /// shuffle of the whole unlabeled set) instead of redrawing it at every step.
+    pub fn plan_cached(&self, step: u64, cache: &mut Option<(u64, Vec<u32>)>) -> StepPlan {
         let epoch = step / self.steps_per_epoch();
         let within = step % self.steps_per_epoch();
         let unlabeled = if self.unlabeled_batch > 0 && !self.unlabeled.is_empty() {
-            let perm = permutation(&self.unlabeled, self.seed, UNLABELED_STREAM, epoch);
+            if cache.as_ref().map(|c| c.0) != Some(epoch) {
+                *cache = Some((epoch, permutation(&self.unlabeled, self.seed, UNLABELED_STREAM, epoch)));
+            }
+            let perm = &cache.as_ref().expect("filled above").1;
             let start = within as usize * self.unlabeled_batch;
             perm[start..start + self.unlabeled_batch.min(perm.len())].to_vec()
         } else {
@@ -77,6 +86,7 @@ impl StepSchedule {
 /// cleanly (Ctrl-C): the rest of the pipeline drains and the compute stage checkpoints.
 pub struct StepSampler {
     schedule: Arc<StepSchedule>,
+    epoch_permutation: Option<(u64, Vec<u32>)>,
     next: u64,
     end: u64,
     stop: Arc<AtomicBool>,
@@ -84,7 +94,7 @@ pub struct StepSampler {
 
 impl StepSampler {
     pub fn new(schedule: Arc<StepSchedule>, start: u64, end: u64, stop: Arc<AtomicBool>) -> Self {
-        StepSampler { schedule, next: start, end, stop }
+        StepSampler { schedule, epoch_permutation: None, next: start, end, stop }
     }
 }
 
@@ -94,7 +104,7 @@ impl Source for StepSampler {
         if self.next >= self.end || self.stop.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        let plan = self.schedule.plan(self.next);
+        let plan = self.schedule.plan_cached(self.next, &mut self.epoch_permutation);
         self.next += 1;
         Ok(Some(plan))
     }
@@ -133,6 +143,15 @@ mod tests {
             assert_eq!(r, (0..10).collect::<Vec<u32>>());
         }
         assert_ne!(drawn[..10], drawn[10..]);
+    }
+
+    #[test]
+    fn cached_plans_equal_fresh_ones() {
+        let s = schedule();
+        let mut cache = None;
+        for step in (0..20).chain([3, 50, 2]) {
+            assert_eq!(s.plan_cached(step, &mut cache), s.plan(step));
+        }
     }
 
     #[test]
