@@ -92,9 +92,19 @@ pub fn test_set(test: &protocon::data::Dataset, norm: &Normalization) -> anyhow:
     })
 }
 
-/// Train `config`, writing into `options.out`.
-pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainSummary> {
-    let out = &options.out;
+/// A run's data, sampler schedule, augmentation source and compute stage, ready to be wired
+/// into a pipeline (by [`train`], or by `protocon bench pipeline`).
+pub struct Prepared {
+    pub schedule: Arc<StepSchedule>,
+    pub source: Arc<ViewSource>,
+    pub compute: ComputeStage,
+    /// Where the compute stage writes its checkpoint.
+    pub checkpoint: PathBuf,
+}
+
+/// Load the data, make (or load) the split, and build the compute stage of `config`. Writes the
+/// split and the effective config into `out`, the run directory.
+pub fn prepare(config: &RunConfig, out: &Path) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create run directory {}", out.display()))?;
     if config.threads.compute > 0 {
         std::env::set_var("RAYON_NUM_THREADS", config.threads.compute.to_string());
@@ -125,7 +135,7 @@ pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainS
     std::fs::write(out.join("config.toml"), config.to_toml()?)?;
 
     let t = &config.train;
-    let ckpt_path = out.join("checkpoint.safetensors");
+    let checkpoint = out.join("checkpoint.safetensors");
     let compute_cfg = ComputeConfig {
         algorithm: config.algorithm,
         threshold: t.threshold,
@@ -136,7 +146,7 @@ pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainS
         eval_every: t.eval_every,
         log_every: t.log_every,
         checkpoint_every: t.checkpoint_every,
-        checkpoint: Some(ckpt_path.clone()),
+        checkpoint: Some(checkpoint.clone()),
         checkpoint_meta: serde_json::json!({
             "config": serde_json::to_value(config)?,
             "classes": classes,
@@ -148,7 +158,17 @@ pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainS
     let net_options = NetworkOptions { bn_momentum: config.model.bn_momentum, ..Default::default() };
     let net = Network::build(config.model.arch, classes, None, config.seed, &Device::Cpu, &net_options)?;
     let ema_net = Network::build(config.model.arch, classes, None, config.seed, &Device::Cpu, &net_options)?;
-    let mut compute = ComputeStage::new(compute_cfg, net, ema_net, Some(test));
+    let compute = ComputeStage::new(compute_cfg, net, ema_net, Some(test));
+    let source = Arc::new(ViewSource { data: train_data, augmenter, norm });
+    Ok(Prepared { schedule, source, compute, checkpoint })
+}
+
+/// Train `config`, writing into `options.out`.
+pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainSummary> {
+    let out = &options.out;
+    let Prepared { schedule, source, mut compute, checkpoint: ckpt_path, .. } = prepare(config, out)?;
+    let t = &config.train;
+    let unlabeled_batch = config.unlabeled_batch();
 
     let metrics_path = out.join("metrics.jsonl");
     let mut start = 0;
@@ -175,7 +195,6 @@ pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainS
         schedule.labeled.len(),
         schedule.unlabeled.len()
     );
-    let source = Arc::new(ViewSource { data: train_data, augmenter, norm });
     let mut p = Pipeline::builder();
     if let Some(path) = &options.trace {
         p.trace(path);
