@@ -18,6 +18,7 @@ pub mod optim;
 pub mod ops;
 pub mod pipeline;
 pub mod profiler;
+pub mod protocon;
 pub mod rss;
 pub mod schedule;
 pub mod stage;

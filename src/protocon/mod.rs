@@ -1,0 +1,380 @@
+//! ProtoCon's state and math (`../shared/docs/protocon.md` s.3-5): online constrained k-means,
+//! the compact memory bank, class prototypes, the class prior, refined pseudo-labels and the
+//! five loss terms, in the order of s.4.
+//!
+//! [`ProtoCon`] holds the state that lives across steps; the compute stage calls
+//! [`ProtoCon::cluster`] then [`ProtoCon::step`] once per training step and
+//! [`ProtoCon::end_epoch`] after the last step of an epoch. The clustering, the bank and the
+//! prototypes work on plain `f32` slices (detached projections); only the losses are candle
+//! tensors, so gradients flow exactly where s.4 says they do.
+
+pub mod bank;
+pub mod kmeans;
+pub mod prior;
+pub mod prototypes;
+
+pub use bank::{ClusterLabels, ClusterSizes, MemoryBank};
+pub use kmeans::{Assignment, ConstrainedKMeans, KMeansConfig};
+pub use prior::{ClassPrior, PriorCorrection};
+pub use prototypes::Prototypes;
+
+use candle_core::{DType, Device, Tensor, WithDType};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Errors of the ProtoCon state: bad settings, or tensors of the wrong shape (a checkpoint from
+/// another configuration).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtoConError {
+    #[error("protocon: {0}")]
+    Config(String),
+    #[error("protocon: {0}")]
+    Shape(String),
+    #[error("protocon: {0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+/// Read tensor `name` as `len` values of `T`, with an error naming it when it is missing or has
+/// another size or type.
+pub(crate) fn tensor_vec<T: WithDType>(tensors: &HashMap<String, Tensor>, name: &str, len: usize) -> Result<Vec<T>, ProtoConError> {
+    let t = tensors.get(name).ok_or_else(|| ProtoConError::Shape(format!("checkpoint has no tensor `{name}`")))?;
+    if t.elem_count() != len || t.dtype() != T::DTYPE {
+        return Err(ProtoConError::Shape(format!(
+            "checkpoint tensor `{name}`: expected {len} values of {:?}, found {:?} of {:?} (a checkpoint of another configuration?)",
+            T::DTYPE,
+            t.dims(),
+            t.dtype()
+        )));
+    }
+    Ok(t.flatten_all()?.to_vec1::<T>()?)
+}
+
+/// Which samples the unlabeled losses keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskFrom {
+    /// `max p_hat >= tau` (protocon.md s.4.6, the paper).
+    #[default]
+    Refined,
+    /// `max pw >= tau` while still training towards `p_hat` (an option beyond the paper: with
+    /// alpha 0.8 the refined confidence only passes tau for nearly pure clusters, s.8).
+    Classifier,
+}
+
+/// Weights of the five loss terms (all 1 in the paper).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossWeights {
+    pub x: f64,
+    pub px: f64,
+    pub u: f64,
+    pub pu: f64,
+    pub c: f64,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        LossWeights { x: 1.0, px: 1.0, u: 1.0, pu: 1.0, c: 1.0 }
+    }
+}
+
+/// Everything ProtoCon needs to know besides the tensors (protocon.md s.7 for defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProtoConConfig {
+    pub classes: usize,
+    /// Projection dimension `d`.
+    pub dim: usize,
+    pub clusters: usize,
+    pub heads: usize,
+    /// Unlabeled samples in the bank (`N`).
+    pub samples: usize,
+    /// Prototype and consistency temperature `T` (0.1).
+    pub temperature: f32,
+    /// Temperature of the consistency target, `T / 5`.
+    pub target_temperature: f32,
+    pub dual_lr: f32,
+    pub gamma: f32,
+    /// Refinement mix `alpha` (0.8).
+    pub alpha: f32,
+    /// Confidence threshold `tau` (0.95).
+    pub threshold: f32,
+    /// Refinement starts at this 0-based epoch (20: after 20 warm-up epochs have passed).
+    pub refine_after_epochs: u64,
+    pub prior: PriorCorrection,
+    pub cluster_labels: ClusterLabels,
+    /// Momentum of the projection center `qbar` (0.9).
+    pub center_momentum: f32,
+    pub weights: LossWeights,
+    pub mask_from: MaskFrom,
+    pub seed: u64,
+}
+
+impl ProtoConConfig {
+    pub fn kmeans(&self) -> KMeansConfig {
+        KMeansConfig { clusters: self.clusters, heads: self.heads, dim: self.dim, dual_lr: self.dual_lr, gamma: self.gamma }
+    }
+}
+
+/// The tensors of one step: logits and projections of `[labeled weak ; unlabeled weak ;
+/// unlabeled strong]`, the labels, and the unlabeled samples' bank slots.
+pub struct StepInputs<'a> {
+    pub logits_x: &'a Tensor,
+    pub logits_w: &'a Tensor,
+    pub logits_s: &'a Tensor,
+    pub q_x: &'a Tensor,
+    pub q_w: &'a Tensor,
+    pub q_s: &'a Tensor,
+    /// Labels of the labeled samples (u32).
+    pub labels: &'a Tensor,
+    pub slots: &'a [u32],
+    /// 0-based epoch of the step.
+    pub epoch: u64,
+}
+
+/// The loss terms' values (unweighted).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct LossTerms {
+    pub x: f64,
+    pub px: f64,
+    pub u: f64,
+    pub pu: f64,
+    pub c: f64,
+}
+
+/// What a step produced: the total loss to back-propagate and what the metrics report.
+pub struct StepOutput {
+    pub loss: Tensor,
+    pub terms: LossTerms,
+    /// `p_hat` (`u x C`) and the mask, as used by the losses.
+    pub p_hat: Vec<f32>,
+    pub mask: Vec<bool>,
+    /// Refined hard pseudo-labels `argmax p_hat`.
+    pub pseudo_labels: Vec<u32>,
+    /// Whether refinement was applied this step.
+    pub refined: bool,
+    /// `argmax z` per sample once cluster pseudo-labels exist (after the first epoch end).
+    pub cluster_labels: Option<Vec<u32>>,
+    /// `argmax q_w . P^T` once prototypes exist.
+    pub prototype_labels: Option<Vec<u32>>,
+}
+
+fn argmax_rows(x: &[f32], c: usize) -> Vec<u32> {
+    x.chunks(c)
+        .map(|row| {
+            let mut best = 0;
+            for (j, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = j;
+                }
+            }
+            best as u32
+        })
+        .collect()
+}
+
+fn rows(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.detach().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// `mean_b weight_b * H(target_b, softmax(logits_b))`, targets and weights constant.
+fn soft_cross_entropy(logits: &Tensor, target: &[f32], weight: &[f32]) -> candle_core::Result<Tensor> {
+    let (dev, dtype, shape) = (logits.device(), logits.dtype(), logits.dims2()?);
+    let target = Tensor::from_slice(target, shape, dev)?.to_dtype(dtype)?;
+    let weight = Tensor::from_slice(weight, shape.0, dev)?.to_dtype(dtype)?;
+    crate::loss::masked_soft_cross_entropy(logits, &target, &weight)
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProtoCon {
+    cfg: ProtoConConfig,
+    pub kmeans: ConstrainedKMeans,
+    pub bank: MemoryBank,
+    pub prototypes: Prototypes,
+    pub prior: ClassPrior,
+    /// Projection center `qbar` (`d`), zero at the start.
+    center: Vec<f32>,
+    /// Epoch ends processed so far (cluster pseudo-labels exist once this is > 0).
+    epochs_ended: u64,
+}
+
+impl ProtoCon {
+    pub fn new(cfg: ProtoConConfig) -> Result<Self, ProtoConError> {
+        let kmeans = ConstrainedKMeans::new(cfg.kmeans(), cfg.seed)?;
+        Self::with_kmeans(cfg, kmeans)
+    }
+
+    /// Start from a given clustering (tests feed recorded initial centroids).
+    pub fn with_kmeans(cfg: ProtoConConfig, kmeans: ConstrainedKMeans) -> Result<Self, ProtoConError> {
+        if !(0.0..=1.0).contains(&cfg.alpha) {
+            return Err(ProtoConError::Config(format!("alpha must be in [0, 1], not {}", cfg.alpha)));
+        }
+        if cfg.temperature <= 0.0 || cfg.target_temperature <= 0.0 {
+            return Err(ProtoConError::Config("temperatures must be positive".into()));
+        }
+        Ok(ProtoCon {
+            bank: MemoryBank::new(cfg.samples, cfg.heads, cfg.clusters, cfg.classes)?,
+            prototypes: Prototypes::new(cfg.classes, cfg.dim),
+            prior: ClassPrior::new(cfg.prior, cfg.classes),
+            center: vec![0.0; cfg.dim],
+            kmeans,
+            epochs_ended: 0,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &ProtoConConfig {
+        &self.cfg
+    }
+
+    pub fn center(&self) -> &[f32] {
+        &self.center
+    }
+
+    /// s.4.2 synchronously: assign the detached weak projections `q_w` (`u x d` values) in
+    /// every head, record the assignments in the bank, dual ascent, centroid update. Returns
+    /// per head the cluster of each sample.
+    pub fn cluster(&mut self, slots: &[u32], q_w: &[f32]) -> Result<Vec<Vec<u32>>, ProtoConError> {
+        let assignments = self.kmeans.step(q_w);
+        for (h, a) in assignments.iter().enumerate() {
+            self.bank.record_assignment(h, slots, &a.cluster, &a.score)?;
+        }
+        Ok(assignments.into_iter().map(|a| a.cluster).collect())
+    }
+
+    /// Per head, the cluster recorded in the bank for each of `slots` (their assignment the
+    /// last time they were seen): what an asynchronous clustering refines with.
+    pub fn recorded_clusters(&self, slots: &[u32]) -> Vec<Vec<u32>> {
+        (0..self.cfg.heads).map(|h| slots.iter().map(|&s| self.bank.assignment(h, s)).collect()).collect()
+    }
+
+    /// s.4.3-4.11 for one step, given each sample's clusters per head (`clusters[h][i]`).
+    pub fn step(&mut self, x: &StepInputs, clusters: &[Vec<u32>]) -> Result<StepOutput, ProtoConError> {
+        let (c, d) = (self.cfg.classes, self.cfg.dim);
+        let u = x.slots.len();
+        let t = self.cfg.temperature as f64;
+        let dev = x.q_x.device().clone();
+        let dtype = x.q_x.dtype();
+        let protos = Tensor::from_slice(self.prototypes.matrix(), (c, d), &dev)?.to_dtype(dtype)?;
+
+        // 3. Labeled losses.
+        let loss_x = crate::loss::cross_entropy(x.logits_x, x.labels)?;
+        let loss_px = crate::loss::cross_entropy(&(x.q_x.matmul(&protos.t()?)? / t)?, x.labels)?;
+
+        // 4. Classifier pseudo-labels with the prior correction.
+        let weak = rows(x.logits_w)?;
+        let (pw, strong_margin) = self.prior.pseudo_labels(&weak);
+
+        // 5. Refinement with the clusters' pseudo-labels.
+        let mut z = vec![0f32; u * c];
+        let mut sample_clusters = vec![0u32; clusters.len()];
+        for (i, zi) in z.chunks_mut(c).enumerate() {
+            clusters.iter().zip(sample_clusters.iter_mut()).for_each(|(head, k)| *k = head[i]);
+            self.bank.refined_target(&sample_clusters, zi);
+        }
+        let refined = x.epoch >= self.cfg.refine_after_epochs && z.iter().any(|&v| v != 0.0);
+        let alpha = self.cfg.alpha;
+        let p_hat: Vec<f32> = if refined {
+            pw.iter().zip(&z).map(|(p, z)| alpha * p + (1.0 - alpha) * z).collect()
+        } else {
+            pw.clone()
+        };
+
+        // 6. Confidence mask.
+        let confident = |p: &[f32]| p.chunks(c).map(|r| r.iter().copied().fold(f32::MIN, f32::max) >= self.cfg.threshold).collect::<Vec<bool>>();
+        let mask = match self.cfg.mask_from {
+            MaskFrom::Refined => confident(&p_hat),
+            MaskFrom::Classifier => confident(&pw),
+        };
+        let mask_f: Vec<f32> = mask.iter().map(|&m| m as u8 as f32).collect();
+        let unmask_f: Vec<f32> = mask_f.iter().map(|m| 1.0 - m).collect();
+
+        // 7. Unlabeled classification loss, with the debias margin on the strong logits.
+        let strong = match &strong_margin {
+            Some(m) => x.logits_s.broadcast_add(&Tensor::from_slice(m, c, &dev)?.to_dtype(dtype)?)?,
+            None => x.logits_s.clone(),
+        };
+        let loss_u = soft_cross_entropy(&strong, &p_hat, &mask_f)?;
+        // 8. Prototypical unlabeled loss.
+        let loss_pu = soft_cross_entropy(&(x.q_s.matmul(&protos.t()?)? / t)?, &p_hat, &mask_f)?;
+        // 9. Consistency of the non-confident samples' projections, towards a centered, sharper
+        // target.
+        let q_w = rows(x.q_w)?;
+        let centered: Vec<f32> =
+            q_w.iter().enumerate().map(|(i, &q)| (q - self.center[i % d]) / self.cfg.target_temperature).collect();
+        let target = prior::softmax_rows(&centered, d);
+        let loss_c = soft_cross_entropy(&(x.q_s / t)?, &target, &unmask_f)?;
+
+        // 10. Total.
+        let w = self.cfg.weights;
+        let loss = ((((loss_x.clone() * w.x)? + (loss_px.clone() * w.px)?)? + ((loss_u.clone() * w.u)? + (loss_pu.clone() * w.pu)?)?)?
+            + (loss_c.clone() * w.c)?)?;
+        let scalar = |t: &Tensor| -> candle_core::Result<f64> { t.to_dtype(DType::F64)?.to_scalar::<f64>() };
+        let terms = LossTerms { x: scalar(&loss_x)?, px: scalar(&loss_px)?, u: scalar(&loss_u)?, pu: scalar(&loss_pu)?, c: scalar(&loss_c)? };
+
+        // State updates after the losses: centre, prior, bank, prototypes.
+        if u > 0 {
+            let m = self.cfg.center_momentum;
+            let mut mean = vec![0f32; d];
+            for row in target.chunks(d) {
+                mean.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+            }
+            self.center.iter_mut().zip(&mean).for_each(|(q, v)| *q = m * *q + (1.0 - m) * v / u as f32);
+        }
+        self.prior.update(&weak);
+        let pseudo_labels = argmax_rows(&p_hat, c);
+        self.bank.record_labels(x.slots, &pseudo_labels, &mask)?;
+        let labels: Vec<u32> = x.labels.to_dtype(DType::U32)?.to_vec1()?;
+        self.prototypes.accumulate(&rows(x.q_x)?, &labels);
+        for (i, row) in q_w.chunks(d).enumerate().filter(|(i, _)| mask[*i]) {
+            self.prototypes.accumulate(row, &pseudo_labels[i..i + 1]);
+        }
+
+        let cluster_labels = (self.epochs_ended > 0).then(|| argmax_rows(&z, c));
+        let prototype_labels =
+            self.prototypes.any().then(|| argmax_rows(&kmeans::similarities(&q_w, self.prototypes.matrix(), d), c));
+        Ok(StepOutput { loss, terms, p_hat, mask, pseudo_labels, refined, cluster_labels, prototype_labels })
+    }
+
+    /// s.5: reset the k-means counters, recompute the cluster pseudo-labels, set the
+    /// prototypes. Returns the cluster sizes per head.
+    pub fn end_epoch(&mut self) -> ClusterSizes {
+        self.kmeans.end_epoch();
+        let sizes = self.bank.end_epoch(self.cfg.cluster_labels);
+        self.prototypes.end_epoch();
+        self.epochs_ended += 1;
+        sizes
+    }
+
+    pub fn epochs_ended(&self) -> u64 {
+        self.epochs_ended
+    }
+
+    /// Bytes held by the bank and the clustering state (what `bench bank` reports).
+    pub fn bytes(&self) -> usize {
+        self.bank.bytes() + self.kmeans.bytes() + self.prototypes.bytes() + 4 * self.center.len()
+    }
+
+    /// Everything, as named tensors for checkpoints.
+    pub fn state(&self, prefix: &str) -> candle_core::Result<Vec<(String, Tensor)>> {
+        let mut out = self.kmeans.state(&format!("{prefix}kmeans."))?;
+        out.extend(self.bank.state(&format!("{prefix}bank."))?);
+        out.extend(self.prototypes.state(&format!("{prefix}prototypes."))?);
+        out.extend(self.prior.state(&format!("{prefix}prior."))?);
+        out.push((format!("{prefix}center"), Tensor::from_slice(&self.center, self.cfg.dim, &Device::Cpu)?));
+        out.push((format!("{prefix}epochs_ended"), Tensor::new(&[self.epochs_ended as i64], &Device::Cpu)?));
+        Ok(out)
+    }
+
+    /// Restore what [`state`](Self::state) saved.
+    pub fn load_state(&mut self, prefix: &str, tensors: &HashMap<String, Tensor>) -> Result<(), ProtoConError> {
+        self.kmeans.load_state(&format!("{prefix}kmeans."), tensors)?;
+        self.bank.load_state(&format!("{prefix}bank."), tensors)?;
+        self.prototypes.load_state(&format!("{prefix}prototypes."), tensors)?;
+        self.prior.load_state(&format!("{prefix}prior."), tensors)?;
+        self.center = tensor_vec::<f32>(tensors, &format!("{prefix}center"), self.cfg.dim)?;
+        self.epochs_ended = tensor_vec::<i64>(tensors, &format!("{prefix}epochs_ended"), 1)?[0] as u64;
+        Ok(())
+    }
+}
