@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context as _};
 use protocon::model::Arch;
+use protocon::protocon::{ClusterLabels, LossWeights, MaskFrom, PriorCorrection, ProtoConConfig};
 use protocon_stages::augment::AugmentConfig;
 use protocon_stages::compute::Algorithm;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,127 @@ pub struct RunConfig {
     /// Weak and strong augmentation chains (see `protocon_stages::augment::AugmentConfig`).
     #[serde(default)]
     pub augment: AugmentConfig,
+    /// ProtoCon's settings (used with `algorithm = "protocon"`).
+    #[serde(default)]
+    pub protocon: ProtoconSection,
+}
+
+/// ProtoCon (protocon.md s.3-7); defaults are the paper's CIFAR-10 settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtoconSection {
+    /// Projection dimension d (64 for CIFAR, 128 for large data sets).
+    pub projection_dim: usize,
+    /// Clusters per head K; 0: unlabeled images / `min_cluster_size`.
+    pub clusters: usize,
+    /// Minimum cluster size n when `clusters` is 0 (200 for CIFAR, 4800 for ImageNet).
+    pub min_cluster_size: usize,
+    /// Independent clusterings H.
+    pub heads: usize,
+    /// Temperature T of prototype and projection logits.
+    pub temperature: f32,
+    /// Temperature of the consistency target (T / 5).
+    pub target_temperature: f32,
+    /// Dual learning rate lambda of the constrained k-means.
+    pub dual_lr: f32,
+    /// Lower bound gamma on cluster sizes, as a share of N / K.
+    pub gamma: f32,
+    /// Refinement mix alpha: p_hat = alpha * pw + (1 - alpha) * z.
+    pub alpha: f32,
+    /// Refinement starts at this (0-based) epoch.
+    pub refine_after_epochs: u64,
+    /// `debias` (the script's default) or `distribution_alignment` (the paper's wording).
+    pub prior: PriorKind,
+    /// Debias margin (0.5): pw = softmax(p_w - margin * log pbar).
+    pub debias_margin: f32,
+    /// EMA momentum of the debiasing prior pbar.
+    pub prior_momentum: f32,
+    /// Batches averaged by distribution alignment.
+    pub alignment_window: usize,
+    /// Cluster pseudo-labels: `weighted` (by assignment scores, the default) or `plain`.
+    pub cluster_labels: ClusterLabels,
+    /// Momentum of the projection center qbar.
+    pub center_momentum: f32,
+    /// Weights of Lp_x, Lp_u and Lc (Lu's is `train.lambda_u`, Lx's is 1).
+    pub weight_px: f64,
+    pub weight_pu: f64,
+    pub weight_c: f64,
+    /// `refined` (max p_hat >= tau, the paper) or `classifier` (max pw >= tau, training
+    /// towards p_hat: an option beyond the paper, see protocon.md s.8).
+    pub mask_from: MaskFrom,
+}
+
+/// Which class-prior correction ProtoCon applies to the classifier's pseudo-labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorKind {
+    Debias,
+    DistributionAlignment,
+}
+
+impl Default for ProtoconSection {
+    fn default() -> Self {
+        ProtoconSection {
+            projection_dim: 64,
+            clusters: 0,
+            min_cluster_size: 200,
+            heads: 1,
+            temperature: 0.1,
+            target_temperature: 0.02,
+            dual_lr: 20.0,
+            gamma: 0.9,
+            alpha: 0.8,
+            refine_after_epochs: 20,
+            prior: PriorKind::Debias,
+            debias_margin: 0.5,
+            prior_momentum: 0.999,
+            alignment_window: 32,
+            cluster_labels: ClusterLabels::Weighted,
+            center_momentum: 0.9,
+            weight_px: 1.0,
+            weight_pu: 1.0,
+            weight_c: 1.0,
+            mask_from: MaskFrom::Refined,
+        }
+    }
+}
+
+impl ProtoconSection {
+    /// Clusters per head for `unlabeled` images.
+    pub fn clusters_for(&self, unlabeled: usize) -> usize {
+        if self.clusters > 0 {
+            self.clusters
+        } else {
+            (unlabeled / self.min_cluster_size.max(1)).max(1)
+        }
+    }
+
+    /// The core's settings for a run of `config` over `unlabeled` images and `classes` classes.
+    pub fn settings(&self, config: &RunConfig, unlabeled: usize, classes: usize) -> ProtoConConfig {
+        ProtoConConfig {
+            classes,
+            dim: self.projection_dim,
+            clusters: self.clusters_for(unlabeled),
+            heads: self.heads,
+            samples: unlabeled,
+            temperature: self.temperature,
+            target_temperature: self.target_temperature,
+            dual_lr: self.dual_lr,
+            gamma: self.gamma,
+            alpha: self.alpha,
+            threshold: config.train.threshold as f32,
+            refine_after_epochs: self.refine_after_epochs,
+            prior: match self.prior {
+                PriorKind::Debias => PriorCorrection::Debias { margin: self.debias_margin, momentum: self.prior_momentum },
+                PriorKind::DistributionAlignment => PriorCorrection::DistributionAlignment { window: self.alignment_window },
+            },
+            cluster_labels: self.cluster_labels,
+            center_momentum: self.center_momentum,
+            weights: LossWeights { x: 1.0, px: self.weight_px, u: config.train.lambda_u, pu: self.weight_pu, c: self.weight_c },
+            mask_from: self.mask_from,
+            seed: config.seed,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -223,6 +345,21 @@ impl RunConfig {
         }
         if !(0.0..=1.0).contains(&t.threshold) {
             bail!("train.threshold must be in 0..=1, got {}", t.threshold);
+        }
+        if self.algorithm == Algorithm::Protocon {
+            let p = &self.protocon;
+            if p.projection_dim == 0 || p.heads == 0 || p.min_cluster_size == 0 {
+                bail!("protocon.projection_dim, protocon.heads and protocon.min_cluster_size must be at least 1");
+            }
+            if !(0.0..=1.0).contains(&p.alpha) || !(0.0..=1.0).contains(&p.gamma) {
+                bail!("protocon.alpha and protocon.gamma must be in 0..=1");
+            }
+            if p.temperature <= 0.0 || p.target_temperature <= 0.0 {
+                bail!("protocon.temperature and protocon.target_temperature must be positive");
+            }
+            if self.train.unlabeled_ratio == 0 {
+                bail!("algorithm protocon needs unlabeled images: train.unlabeled_ratio must be at least 1");
+            }
         }
         if self.threads.weak_workers == 0 || self.threads.strong_workers == 0 || self.threads.queue == 0 {
             bail!("threads.weak_workers, threads.strong_workers and threads.queue must be at least 1");

@@ -16,7 +16,7 @@ use protocon::optim::SgdConfig;
 use protocon::schedule::CosineSchedule;
 use protocon::{Pipeline, Profile, StageSpec};
 use protocon_stages::augment::AugmentRegistry;
-use protocon_stages::compute::{ComputeConfig, ComputeStage, Record, TestSet};
+use protocon_stages::compute::{Algorithm, ComputeConfig, ComputeStage, Record, TestSet};
 use protocon_stages::metrics::{self, MetricsSink, Observer};
 use protocon_stages::sampler::{StepSchedule, StepSampler};
 use protocon_stages::views::{Normalization, StrongViews, ViewSource, WeakViews};
@@ -154,11 +154,14 @@ pub fn prepare(config: &RunConfig, out: &Path) -> anyhow::Result<Prepared> {
             "normalization": {"mean": norm.mean, "std": norm.std},
         }),
         nan_at_step: t.inject_nan_at_step,
+        protocon: (config.algorithm == Algorithm::Protocon).then(|| config.protocon.settings(config, schedule.unlabeled.len(), classes)),
+        steps_per_epoch: schedule.steps_per_epoch(),
     };
+    let projection = (config.algorithm == Algorithm::Protocon).then_some(config.protocon.projection_dim);
     let net_options = NetworkOptions { bn_momentum: config.model.bn_momentum, ..Default::default() };
-    let net = Network::build(config.model.arch, classes, None, config.seed, &Device::Cpu, &net_options)?;
-    let ema_net = Network::build(config.model.arch, classes, None, config.seed, &Device::Cpu, &net_options)?;
-    let compute = ComputeStage::new(compute_cfg, net, ema_net, Some(test));
+    let net = Network::build(config.model.arch, classes, projection, config.seed, &Device::Cpu, &net_options)?;
+    let ema_net = Network::build(config.model.arch, classes, projection, config.seed, &Device::Cpu, &net_options)?;
+    let compute = ComputeStage::new(compute_cfg, net, ema_net, Some(test)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let source = Arc::new(ViewSource { data: train_data, augmenter, norm });
     Ok(Prepared { schedule, source, compute, checkpoint })
 }

@@ -13,11 +13,13 @@ pub struct StepPlan {
     pub labeled: Vec<u32>,
     /// Data-set indices of the unlabeled samples.
     pub unlabeled: Vec<u32>,
+    /// Their positions in the unlabeled list: the samples' slots in ProtoCon's memory bank.
+    pub unlabeled_slots: Vec<u32>,
 }
 
 impl Message for StepPlan {
     fn bytes(&self) -> usize {
-        4 * (self.labeled.len() + self.unlabeled.len())
+        4 * (self.labeled.len() + 2 * self.unlabeled.len())
     }
 }
 

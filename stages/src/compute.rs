@@ -13,6 +13,7 @@ use protocon::ema::Ema;
 use protocon::loss;
 use protocon::model::{Mode, Network};
 use protocon::optim::{Sgd, SgdConfig};
+use protocon::protocon::{ProtoCon, ProtoConConfig, StepInputs};
 use protocon::schedule::CosineSchedule;
 use protocon::{Ctx, Message, Stage, StageError};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,9 @@ pub enum Algorithm {
     /// + FixMatch: hard pseudo-labels from the weak view above `threshold`, cross-entropy on the
     /// strong view.
     Fixmatch,
+    /// ProtoCon (protocon.md): online constrained clustering, memory bank, prototypes, refined
+    /// soft pseudo-labels and the five loss terms.
+    Protocon,
 }
 
 /// Settings of the compute stage.
@@ -53,6 +57,10 @@ pub struct ComputeConfig {
     pub checkpoint_meta: serde_json::Value,
     /// Fault injection for tests: make the loss NaN at this step.
     pub nan_at_step: Option<u64>,
+    /// ProtoCon's settings (with `Algorithm::Protocon`).
+    pub protocon: Option<ProtoConConfig>,
+    /// Steps per epoch (a pass over the unlabeled set): ProtoCon's epoch ends follow it.
+    pub steps_per_epoch: u64,
 }
 
 /// The test split, normalised, ready for the network.
@@ -96,6 +104,8 @@ impl TestSet {
 pub enum Record {
     Train(TrainRecord),
     Eval(EvalRecord),
+    /// ProtoCon's end of an epoch.
+    Epoch(EpochRecord),
 }
 
 impl Message for Record {}
@@ -105,6 +115,7 @@ impl Record {
         match self {
             Record::Train(r) => r.step,
             Record::Eval(r) => r.step,
+            Record::Epoch(r) => r.step,
         }
     }
 }
@@ -126,6 +137,36 @@ pub struct TrainRecord {
     /// Accuracy of the pseudo-labels over all unlabeled samples of the step.
     pub pseudo_label_acc_all: f64,
     pub images_per_s: f64,
+    /// ProtoCon's prototypical losses (labeled, unlabeled) and projection consistency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_px: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_pu: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_c: Option<f64>,
+    /// Whether ProtoCon refined the pseudo-labels with the clusters this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refined: Option<bool>,
+    /// Accuracy of `argmax z` (the samples' cluster pseudo-labels) against the hidden labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_label_acc: Option<f64>,
+    /// Accuracy of the nearest prototype of the weak projection against the hidden labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto_label_acc: Option<f64>,
+    /// Share of the unlabeled samples seen so far whose last pseudo-label was reliable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reliable_fraction: Option<f64>,
+}
+
+/// ProtoCon's end of an epoch: cluster sizes per head (from the memory bank's assignments).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochRecord {
+    /// The last step of the epoch.
+    pub step: u64,
+    pub epoch: u64,
+    pub cluster_size_min: Vec<u64>,
+    pub cluster_size_max: Vec<u64>,
+    pub reliable_fraction: f64,
 }
 
 /// Test accuracy of the raw and the EMA model after a step, with the best so far.
@@ -136,6 +177,16 @@ pub struct EvalRecord {
     pub test_acc_ema: f64,
     pub best_test_acc: f64,
     pub best_test_acc_ema: f64,
+}
+
+/// (mask rate, accuracy over the masked samples (0 when none), accuracy over all) of
+/// pseudo-labels against the hidden true labels.
+fn pseudo_label_stats(pseudo: &[u32], mask: &[bool], hidden: &[u32]) -> (f64, f64, f64) {
+    let u = pseudo.len().max(1) as f64;
+    let kept = mask.iter().filter(|&&m| m).count();
+    let right_kept = pseudo.iter().zip(mask).zip(hidden).filter(|((p, &m), y)| m && p == y).count();
+    let right_all = pseudo.iter().zip(hidden).filter(|(p, y)| p == y).count();
+    (kept as f64 / u, if kept > 0 { right_kept as f64 / kept as f64 } else { 0.0 }, right_all as f64 / u)
 }
 
 /// See the module documentation.
@@ -152,6 +203,7 @@ pub struct ComputeStage {
     clock: Instant,
     images_since_log: usize,
     device: Device,
+    protocon: Option<ProtoCon>,
 }
 
 fn failed(step: u64, e: impl std::fmt::Display) -> StageError {
@@ -161,10 +213,16 @@ fn failed(step: u64, e: impl std::fmt::Display) -> StageError {
 impl ComputeStage {
     /// A stage starting at step 0 with fresh networks (`net` and `ema_net` must be built with
     /// the same seed so they start equal).
-    pub fn new(cfg: ComputeConfig, net: Network, ema_net: Network, test: Option<Arc<TestSet>>) -> Self {
+    pub fn new(cfg: ComputeConfig, net: Network, ema_net: Network, test: Option<Arc<TestSet>>) -> Result<Self, StageError> {
         let opt = Sgd::new(net.params(), cfg.sgd);
         let ema = Ema::new(cfg.ema_decay);
-        ComputeStage {
+        let protocon = match (&cfg.algorithm, &cfg.protocon) {
+            (Algorithm::Protocon, Some(pc)) => Some(ProtoCon::new(pc.clone()).map_err(|e| StageError::msg(e.to_string()))?),
+            (Algorithm::Protocon, None) => return Err(StageError::msg("algorithm protocon needs its settings")),
+            _ => None,
+        };
+        Ok(ComputeStage {
+            protocon,
             cfg,
             net,
             ema_net,
@@ -177,7 +235,7 @@ impl ComputeStage {
             clock: Instant::now(),
             images_since_log: 0,
             device: Device::Cpu,
-        }
+        })
     }
 
     /// Continue from a checkpoint: weights, EMA weights, momentum buffers, step, best accuracy.
@@ -191,6 +249,9 @@ impl ComputeStage {
         self.net.params().load(&part("model.")).map_err(|e| StageError::msg(format!("checkpoint model: {e}")))?;
         self.ema_net.params().load(&part("ema.")).map_err(|e| StageError::msg(format!("checkpoint ema: {e}")))?;
         self.opt.load_state(&part("opt.")).map_err(|e| StageError::msg(format!("checkpoint optimizer: {e}")))?;
+        if let Some(pc) = &mut self.protocon {
+            pc.load_state("protocon.", &ck.tensors).map_err(|e| StageError::msg(format!("checkpoint ProtoCon state: {e}")))?;
+        }
         self.next_step = ck.meta["step"].as_u64().ok_or_else(|| StageError::msg("checkpoint has no `step`"))?;
         self.best = (
             ck.meta["best_test_acc"].as_f64().unwrap_or(0.0),
@@ -200,7 +261,7 @@ impl ComputeStage {
     }
 
     /// The training state as a checkpoint.
-    pub fn checkpoint(&self) -> Checkpoint {
+    pub fn checkpoint(&self) -> candle_core::Result<Checkpoint> {
         let mut tensors = HashMap::new();
         for p in self.net.params().all() {
             tensors.insert(format!("model.{}", p.name), p.var.as_tensor().clone());
@@ -210,6 +271,9 @@ impl ComputeStage {
         }
         for (name, t) in self.opt.state() {
             tensors.insert(format!("opt.{name}"), t);
+        }
+        if let Some(pc) = &self.protocon {
+            tensors.extend(pc.state("protocon.")?);
         }
         let mut meta = serde_json::json!({
             "step": self.next_step,
@@ -222,12 +286,12 @@ impl ComputeStage {
                 m.insert(k.clone(), v.clone());
             }
         }
-        Checkpoint { tensors, meta }
+        Ok(Checkpoint { tensors, meta })
     }
 
     fn save_checkpoint(&self) -> Result<(), StageError> {
         if let Some(path) = &self.cfg.checkpoint {
-            self.checkpoint().save(path)?;
+            self.checkpoint().map_err(|e| StageError::msg(format!("checkpoint: {e}")))?.save(path)?;
         }
         Ok(())
     }
@@ -242,45 +306,109 @@ impl ComputeStage {
         let x = Tensor::from_vec(batch.images, (n, c, h, w), &self.device)?;
         let labels = Tensor::new(batch.labels.as_slice(), &self.device)?;
         let out = self.net.forward(&x, Mode::Train)?;
-        let loss_x = loss::cross_entropy(&out.logits.narrow(0, 0, b)?, &labels)?;
-        let (mut loss, mut loss_u_value) = (loss_x.clone(), 0.0);
-        let (mut mask_rate, mut pl_acc, mut pl_acc_all) = (0.0, 0.0, 0.0);
-        if self.cfg.algorithm == Algorithm::Fixmatch && u > 0 {
-            let (pseudo, mask) = loss::hard_pseudo_labels(&out.logits.narrow(0, b, u)?, self.cfg.threshold)?;
-            let loss_u = loss::masked_cross_entropy(&out.logits.narrow(0, b + u, u)?, &pseudo, &mask)?;
-            loss_u_value = loss_u.to_scalar::<f32>()? as f64;
-            loss = (loss + (loss_u * self.cfg.lambda_u)?)?;
-            let pseudo: Vec<u32> = pseudo.to_vec1()?;
-            let mask: Vec<f32> = mask.to_vec1()?;
-            let kept = mask.iter().filter(|&&m| m > 0.5).count();
-            let right_kept = pseudo.iter().zip(&mask).zip(&batch.hidden_labels).filter(|((p, m), y)| **m > 0.5 && p == y).count();
-            let right_all = pseudo.iter().zip(&batch.hidden_labels).filter(|(p, y)| p == y).count();
-            mask_rate = kept as f64 / u as f64;
-            pl_acc = if kept > 0 { right_kept as f64 / kept as f64 } else { 0.0 };
-            pl_acc_all = right_all as f64 / u as f64;
-        }
+        let mut record = TrainRecord {
+            step,
+            epoch: batch.plan.epoch,
+            lr,
+            loss: 0.0,
+            loss_x: 0.0,
+            loss_u: 0.0,
+            mask_rate: 0.0,
+            pseudo_label_acc: 0.0,
+            pseudo_label_acc_all: 0.0,
+            images_per_s: 0.0,
+            loss_px: None,
+            loss_pu: None,
+            loss_c: None,
+            refined: None,
+            cluster_label_acc: None,
+            proto_label_acc: None,
+            reliable_fraction: None,
+        };
+        let mut loss = match (self.cfg.algorithm, &mut self.protocon) {
+            (Algorithm::Protocon, Some(pc)) => {
+                let proj = out.projection.as_ref().ok_or_else(|| candle_core::Error::Msg("ProtoCon needs a network with a projection head".into()))?;
+                let q_w = proj.narrow(0, b, u)?;
+                let q_w_values: Vec<f32> = q_w.detach().flatten_all()?.to_vec1()?;
+                let slots = &batch.plan.unlabeled_slots;
+                let pc_err = |e: protocon::protocon::ProtoConError| candle_core::Error::Msg(e.to_string());
+                let clusters = pc.cluster(slots, &q_w_values).map_err(pc_err)?;
+                let inputs = StepInputs {
+                    logits_x: &out.logits.narrow(0, 0, b)?,
+                    logits_w: &out.logits.narrow(0, b, u)?,
+                    logits_s: &out.logits.narrow(0, b + u, u)?,
+                    q_x: &proj.narrow(0, 0, b)?,
+                    q_w: &q_w,
+                    q_s: &proj.narrow(0, b + u, u)?,
+                    labels: &labels,
+                    slots,
+                    epoch: batch.plan.epoch,
+                };
+                let o = pc.step(&inputs, &clusters).map_err(pc_err)?;
+                (record.mask_rate, record.pseudo_label_acc, record.pseudo_label_acc_all) =
+                    pseudo_label_stats(&o.pseudo_labels, &o.mask, &batch.hidden_labels);
+                let accuracy = |pred: &[u32]| pred.iter().zip(&batch.hidden_labels).filter(|(p, y)| p == y).count() as f64 / u.max(1) as f64;
+                record.loss_x = o.terms.x;
+                record.loss_u = o.terms.u;
+                record.loss_px = Some(o.terms.px);
+                record.loss_pu = Some(o.terms.pu);
+                record.loss_c = Some(o.terms.c);
+                record.refined = Some(o.refined);
+                record.cluster_label_acc = o.cluster_labels.as_deref().map(accuracy);
+                record.proto_label_acc = o.prototype_labels.as_deref().map(accuracy);
+                record.reliable_fraction = Some(pc.bank.reliable_fraction());
+                o.loss
+            }
+            (Algorithm::Fixmatch, _) if u > 0 => {
+                let loss_x = loss::cross_entropy(&out.logits.narrow(0, 0, b)?, &labels)?;
+                let (pseudo, mask) = loss::hard_pseudo_labels(&out.logits.narrow(0, b, u)?, self.cfg.threshold)?;
+                let loss_u = loss::masked_cross_entropy(&out.logits.narrow(0, b + u, u)?, &pseudo, &mask)?;
+                record.loss_x = loss_x.to_scalar::<f32>()? as f64;
+                record.loss_u = loss_u.to_scalar::<f32>()? as f64;
+                let pseudo: Vec<u32> = pseudo.to_vec1()?;
+                let mask: Vec<bool> = mask.to_vec1::<f32>()?.iter().map(|&m| m > 0.5).collect();
+                (record.mask_rate, record.pseudo_label_acc, record.pseudo_label_acc_all) =
+                    pseudo_label_stats(&pseudo, &mask, &batch.hidden_labels);
+                (loss_x + (loss_u * self.cfg.lambda_u)?)?
+            }
+            _ => {
+                let loss_x = loss::cross_entropy(&out.logits.narrow(0, 0, b)?, &labels)?;
+                record.loss_x = loss_x.to_scalar::<f32>()? as f64;
+                loss_x
+            }
+        };
         if self.cfg.nan_at_step == Some(step) {
             loss = (loss * f64::NAN)?;
         }
-        let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !loss_value.is_finite() {
-            candle_core::bail!("loss is {loss_value} (losses: x {:.4}, u {loss_u_value:.4}); stopping. The last checkpoint is kept.", loss_x.to_scalar::<f32>()?);
+        record.loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !record.loss.is_finite() {
+            candle_core::bail!(
+                "loss is {} (losses: x {:.4}, u {:.4}); stopping. The last checkpoint is kept.",
+                record.loss,
+                record.loss_x,
+                record.loss_u
+            );
         }
         let grads = loss.backward()?;
         self.opt.step(&grads)?;
         self.ema.update(self.ema_net.params(), self.net.params())?;
         self.images_since_log += n;
-        Ok(TrainRecord {
+        Ok(record)
+    }
+
+    /// ProtoCon's end of an epoch after `step`, when it is the epoch's last step.
+    fn end_epoch(&mut self, step: u64, epoch: u64) -> Option<EpochRecord> {
+        let pc = self.protocon.as_mut()?;
+        if (step + 1) % self.cfg.steps_per_epoch.max(1) != 0 {
+            return None;
+        }
+        let sizes = pc.end_epoch();
+        Some(EpochRecord {
             step,
-            epoch: batch.plan.epoch,
-            lr,
-            loss: loss_value,
-            loss_x: loss_x.to_scalar::<f32>()? as f64,
-            loss_u: loss_u_value,
-            mask_rate,
-            pseudo_label_acc: pl_acc,
-            pseudo_label_acc_all: pl_acc_all,
-            images_per_s: 0.0,
+            epoch,
+            cluster_size_min: sizes.min,
+            cluster_size_max: sizes.max,
+            reliable_fraction: pc.bank.reliable_fraction(),
         })
     }
 
@@ -297,12 +425,16 @@ impl ComputeStage {
             let step = self.next_step;
             let mut record = self.train_step(batch).map_err(|e| failed(step, e))?;
             self.next_step += 1;
+            let epoch_end = self.end_epoch(step, record.epoch);
             let last = step + 1 == self.cfg.schedule.total_steps;
             if (step + 1) % self.cfg.log_every.max(1) == 0 || last {
                 record.images_per_s = self.images_since_log as f64 / self.clock.elapsed().as_secs_f64().max(1e-9);
                 self.images_since_log = 0;
                 self.clock = Instant::now();
                 ctx.emit(Record::Train(record))?;
+            }
+            if let Some(e) = epoch_end {
+                ctx.emit(Record::Epoch(e))?;
             }
             if (self.cfg.eval_every > 0 && (step + 1) % self.cfg.eval_every == 0) || last {
                 if let Some(r) = self.evaluate(step).map_err(|e| failed(step, e))? {

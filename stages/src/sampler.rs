@@ -56,8 +56,11 @@ impl StepSchedule {
         let epoch = step / self.steps_per_epoch();
         let within = step % self.steps_per_epoch();
         let unlabeled = if self.unlabeled_batch > 0 && !self.unlabeled.is_empty() {
+            // A permutation of positions in the unlabeled list (the bank slots); shuffling
+            // positions draws the same order as shuffling the indices themselves.
             if cache.as_ref().map(|c| c.0) != Some(epoch) {
-                *cache = Some((epoch, permutation(&self.unlabeled, self.seed, UNLABELED_STREAM, epoch)));
+                let positions: Vec<u32> = (0..self.unlabeled.len() as u32).collect();
+                *cache = Some((epoch, permutation(&positions, self.seed, UNLABELED_STREAM, epoch)));
             }
             let perm = &cache.as_ref().expect("filled above").1;
             let start = within as usize * self.unlabeled_batch;
@@ -65,6 +68,8 @@ impl StepSchedule {
         } else {
             Vec::new()
         };
+        let unlabeled_slots = unlabeled;
+        let unlabeled = unlabeled_slots.iter().map(|&p| self.unlabeled[p as usize]).collect();
         let n = self.labeled.len() as u64;
         let mut labeled = Vec::with_capacity(self.labeled_batch);
         let mut pos = step * self.labeled_batch as u64;
@@ -78,7 +83,7 @@ impl StepSchedule {
             labeled.push(perm[(pos % n) as usize]);
             pos += 1;
         }
-        StepPlan { step, epoch, labeled, unlabeled }
+        StepPlan { step, epoch, labeled, unlabeled, unlabeled_slots }
     }
 }
 
@@ -130,6 +135,8 @@ mod tests {
         assert_eq!(s.plan(6).epoch, 0);
         assert_eq!(s.plan(7).epoch, 1);
         assert_ne!(s.plan(0).unlabeled, s.plan(7).unlabeled, "reshuffled each epoch");
+        let p = s.plan(3);
+        assert!(p.unlabeled_slots.iter().zip(&p.unlabeled).all(|(&slot, &i)| s.unlabeled[slot as usize] == i));
     }
 
     #[test]

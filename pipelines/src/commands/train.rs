@@ -89,6 +89,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 b.println(line);
             }
         }
+        Record::Epoch(e) => {
+            let line = format!(
+                "epoch {} ended: cluster sizes {:?}..{:?} per head, reliable {:.1}%",
+                e.epoch + 1,
+                e.cluster_size_min,
+                e.cluster_size_max,
+                100.0 * e.reliable_fraction
+            );
+            if quiet {
+                eprintln!("{line}");
+            } else {
+                b.println(line);
+            }
+        }
     });
     eprintln!("run directory: {}", out.display());
     let summary = train(

@@ -1,0 +1,65 @@
+//! Helpers shared by the binary's integration tests: the test data, temporary run
+//! directories, running `protocon train` on configs/smoke.toml, reading metrics.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn data_dir() -> PathBuf {
+    let dir = std::env::var_os("PROTOCON_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/fashion-mnist"));
+    assert!(dir.join("train-images-idx3-ubyte.gz").exists(), "Fashion-MNIST not found in {}; set PROTOCON_TEST_DATA", dir.display());
+    dir
+}
+
+pub fn smoke() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/smoke.toml")
+}
+
+pub fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("protocon-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+pub fn protocon(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_protocon")).args(args).output().expect("binary runs")
+}
+
+/// `protocon train --quiet --config configs/smoke.toml --out OUT` on the test data, plus `extra`.
+pub fn train(out: &Path, extra: &[&str]) -> Output {
+    let data = format!("data.dataset=fashion-mnist:{}", data_dir().display());
+    let config = smoke();
+    let mut args = vec!["train", "--quiet", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--set", &data];
+    args.extend_from_slice(extra);
+    protocon(&args)
+}
+
+pub fn records(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub fn losses(rs: &[serde_json::Value]) -> Vec<f64> {
+    rs.iter().filter(|r| r["kind"] == "train").map(|r| r["loss"].as_f64().unwrap()).collect()
+}
+
+pub fn ok(out: &Output) {
+    assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Metrics lines without the wall-clock field.
+pub fn comparable(rs: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    rs.iter()
+        .cloned()
+        .map(|mut r| {
+            r.as_object_mut().unwrap().remove("images_per_s");
+            r
+        })
+        .collect()
+}
