@@ -4,6 +4,7 @@
 mod bench;
 mod commands;
 mod config;
+mod curves;
 mod data;
 mod train;
 
@@ -24,6 +25,8 @@ enum Command {
     Train(commands::train::Args),
     /// Evaluate a checkpoint on a test split: accuracy and confusion matrix.
     Eval(commands::eval::Args),
+    /// Draw training curves from run directories: one run's 4 panels, or several runs overlaid.
+    Plot(commands::plot::Args),
     /// Fetch data sets, make label splits, preview augmentations.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Plot(args) => commands::plot::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };

@@ -65,13 +65,8 @@ pub fn load_data(config: &RunConfig, subset: Subset) -> anyhow::Result<protocon:
         Subset::Test => config.data.test_limit,
     };
     Ok(match limit {
-        Some(n) if n < data.len() => {
-            let (h, w, c) = (data.height(), data.width(), data.channels());
-            let pixels = data.pixels()[..n * h * w * c].to_vec();
-            let labels = data.labels()[..n].to_vec();
-            protocon::data::Dataset::new(data.name().to_string(), (h, w, c), pixels, labels, data.classes().to_vec())?
-        }
-        _ => data,
+        Some(n) => data.truncate(n),
+        None => data,
     })
 }
 

@@ -8,11 +8,11 @@ fn protocon(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn help_lists_the_four_subcommands() {
+fn help_lists_the_subcommands() {
     let out = protocon(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["train", "eval", "data", "bench"] {
+    for cmd in ["train", "eval", "plot", "data", "bench"] {
         assert!(text.lines().any(|l| l.trim_start().starts_with(cmd)), "{cmd} missing from\n{text}");
     }
 }
@@ -73,4 +73,56 @@ fn data_preview_png_is_identical_for_one_and_two_workers() {
     assert!(pngs[0].starts_with(b"\x89PNG"));
     assert_eq!(pngs[0], pngs[1], "the grid depends on the number of workers");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A small metrics file: `steps` train lines, an eval line every 5 steps.
+fn write_metrics(dir: &std::path::Path, steps: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut text = String::new();
+    for step in 0..steps {
+        let t = step as f64 / steps as f64;
+        text.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"kind": "train", "step": step, "epoch": 0, "lr": 0.03, "loss": 2.0 - t, "loss_x": 1.5 - t,
+                "loss_u": 0.5 * t, "mask_rate": t, "pseudo_label_acc": 0.8, "pseudo_label_acc_all": 0.6, "images_per_s": 50.0})
+        ));
+        if (step + 1) % 5 == 0 {
+            text.push_str(&format!(
+                "{}\n",
+                serde_json::json!({"kind": "eval", "step": step, "test_acc": 0.4 + 0.3 * t, "test_acc_ema": 0.45 + 0.3 * t,
+                    "best_test_acc": 0.4 + 0.3 * t, "best_test_acc_ema": 0.45 + 0.3 * t})
+            ));
+        }
+    }
+    std::fs::write(dir.join("metrics.jsonl"), text).unwrap();
+}
+
+#[test]
+fn plot_draws_one_run_or_overlays_several() {
+    let root = std::env::temp_dir().join(format!("protocon-cli-plot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (a, b) = (root.join("seed-0"), root.join("seed-1"));
+    write_metrics(&a, 20);
+    write_metrics(&b, 30);
+    let png = root.join("one.png");
+    let out = protocon(&["plot", "--out", png.to_str().unwrap(), a.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(image::open(&png).unwrap().to_rgb8().dimensions(), (1200, 800));
+    let png = root.join("many.png");
+    let out = protocon(&["plot", "--out", png.to_str().unwrap(), a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let img = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (1200, 500));
+    let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+    assert!(colours.len() > 20, "{} colours: blank figure?", colours.len());
+
+    // A truncated line: the error names the file and the line.
+    let mut text = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    text.insert_str(0, "{\"kind\": \"train\", \"st\n");
+    std::fs::write(b.join("metrics.jsonl"), text).unwrap();
+    let out = protocon(&["plot", "--out", png.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:1:", b.join("metrics.jsonl").display())), "{err}");
+    std::fs::remove_dir_all(&root).ok();
 }

@@ -1,53 +1,7 @@
 //! `protocon train` / `eval` end to end on a Fashion-MNIST subset (configs/smoke.toml).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn data_dir() -> PathBuf {
-    let dir = std::env::var_os("PROTOCON_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/fashion-mnist"));
-    assert!(dir.join("train-images-idx3-ubyte.gz").exists(), "Fashion-MNIST not found in {}; set PROTOCON_TEST_DATA", dir.display());
-    dir
-}
-
-fn smoke() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/smoke.toml")
-}
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("protocon-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn protocon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_protocon")).args(args).output().expect("binary runs")
-}
-
-fn train(out: &Path, extra: &[&str]) -> Output {
-    let data = format!("data.dataset=fashion-mnist:{}", data_dir().display());
-    let config = smoke();
-    let mut args = vec!["train", "--quiet", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--set", &data];
-    args.extend_from_slice(extra);
-    protocon(&args)
-}
-
-fn records(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn losses(rs: &[serde_json::Value]) -> Vec<f64> {
-    rs.iter().filter(|r| r["kind"] == "train").map(|r| r["loss"].as_f64().unwrap()).collect()
-}
-
-fn ok(out: &Output) {
-    assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-}
+mod common;
+use common::*;
 
 #[test]
 fn fixmatch_and_supervised_train_and_the_loss_falls() {
@@ -64,7 +18,7 @@ fn fixmatch_and_supervised_train_and_the_loss_falls() {
         assert!(last < first, "{algorithm}: loss did not fall: {l:?}");
         let evals: Vec<_> = rs.iter().filter(|r| r["kind"] == "eval").collect();
         assert!(!evals.is_empty() && evals.iter().all(|e| e["test_acc"].as_f64().unwrap() > 0.0));
-        for f in ["config.toml", "split.json", "checkpoint.safetensors", "profile.txt"] {
+        for f in ["config.toml", "split.json", "checkpoint.safetensors", "profile.txt", "curves.png"] {
             assert!(out.join(f).exists(), "{f} missing");
         }
         let text = String::from_utf8_lossy(&o.stdout);
@@ -84,15 +38,6 @@ fn fixmatch_and_supervised_train_and_the_loss_falls() {
 }
 
 /// Metrics lines without the wall-clock field.
-fn comparable(rs: &[serde_json::Value]) -> Vec<serde_json::Value> {
-    rs.iter()
-        .cloned()
-        .map(|mut r| {
-            r.as_object_mut().unwrap().remove("images_per_s");
-            r
-        })
-        .collect()
-}
 
 #[test]
 fn resume_gives_the_same_metrics_as_an_uninterrupted_run() {
@@ -155,4 +100,29 @@ fn bad_inputs_fail_with_clear_messages() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");
     std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn bench_pipeline_with_a_config_times_the_same_steps_end_to_end_and_compute_only() {
+    let data = format!("data.dataset=fashion-mnist:{}", data_dir().display());
+    let config = smoke();
+    let o = protocon(&[
+        "bench", "pipeline", "--config", config.to_str().unwrap(), "--steps", "4", "--warmup", "1", "--set", &data, "--json",
+    ]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let (e2e, co) = (v["end_to_end_ms_per_step"].as_f64().unwrap(), v["compute_only_ms_per_step"].as_f64().unwrap());
+    assert!(e2e > 0.0 && co > 0.0, "{v}");
+    assert!((v["ratio"].as_f64().unwrap() - e2e / co).abs() < 1e-9);
+    assert_eq!(v["steps"], 4);
+    // Same batches, same initial weights: the two runs trained the same steps.
+    assert_eq!(v["identical_losses"], true, "{v}");
+    assert_eq!(v["threads"]["compute"], 1, "configs/smoke.toml sets threads.compute = 1");
+    assert_eq!((v["threads"]["weak_workers"].as_u64(), v["threads"]["strong_workers"].as_u64()), (Some(1), Some(1)));
+    let stages: Vec<&str> = v["profile"]["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["sampler", "weak-augment", "strong-augment", "compute", "metrics"]);
+    // 1 + 4 steps of compute, and 5 training records out of it: no evaluation record.
+    let stage = |name: &str| v["profile"]["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap().clone();
+    assert_eq!(stage("compute")["items_in"], 5);
+    assert_eq!(stage("metrics")["items_in"], 5, "an evaluation ran inside the benchmark");
 }

@@ -134,6 +134,19 @@ impl Dataset {
         Some(self)
     }
 
+    /// Only the first `n` samples (all of them when `n >= len`): quick experiments, and splits
+    /// that match a run's `data.train_limit`.
+    pub fn truncate(mut self, n: usize) -> Self {
+        if n < self.len() {
+            self.pixels.truncate(n * self.height * self.width * self.channels);
+            self.labels.truncate(n);
+            if let Some(c) = &mut self.coarse {
+                c.labels.truncate(n);
+            }
+        }
+        self
+    }
+
     /// The name the data set was loaded under (the spec string for [`DatasetSpec::load`]).
     ///
     /// [`DatasetSpec::load`]: super::DatasetSpec::load

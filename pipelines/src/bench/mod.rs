@@ -4,19 +4,26 @@
 //! figure, keys named with their unit (`images_per_s`, `peak_rss_bytes`, `step_ms`, `bytes`).
 
 mod augment;
+mod bank;
 mod pipeline;
 mod step;
+mod training_pipeline;
 
 use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Stage runtime: per-message overhead against raw channels, and bottleneck detection.
+    /// Stage runtime: per-message overhead against raw channels, and bottleneck detection; with
+    /// `--config`, the training pipeline end to end against compute alone.
     Pipeline(pipeline::Args),
     /// Augmentation throughput (weak/strong views, CIFAR-size or decoded JPEGs), per thread.
     Augment(augment::Args),
-    /// Training step (forward, losses, backward, SGD): fused CPU kernels vs candle's stock ops.
+    /// Training step (forward, losses, backward, SGD): fused CPU kernels vs candle's stock ops,
+    /// or ProtoCon's step vs FixMatch's (`--algorithm protocon`).
     Step(step::Args),
+    /// ProtoCon's memory bank and clustering: bytes held and clustering time per step, against an
+    /// embedding bank.
+    Bank(bank::Args),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -24,6 +31,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pipeline(args) => pipeline::run(args),
         BenchCommand::Augment(args) => augment::run(args),
         BenchCommand::Step(args) => step::run(args),
+        BenchCommand::Bank(args) => bank::run(args),
     }
 }
 

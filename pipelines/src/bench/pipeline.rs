@@ -5,6 +5,9 @@
 //! the same chain built from plain threads and bounded crossbeam channels (no profiling, no
 //! cancellation, no supervisor) measured in the same run. Part 2 (bottleneck): the same shape
 //! with real per-item CPU work, one stage `--slow-factor` times slower; the profiler must name it.
+//!
+//! With `--config C` it measures the real training pipeline of `C` instead: end to end against
+//! compute only (see [`super::training_pipeline`]).
 
 use super::Spread;
 use anyhow::{ensure, Context as _};
@@ -45,12 +48,30 @@ pub struct Args {
     /// How much slower that stage is.
     #[arg(long, default_value_t = 10.0)]
     slow_factor: f64,
-    /// Write a Chrome trace-event JSON of the bottleneck run (open it in Perfetto).
+    /// Write a Chrome trace-event JSON of the bottleneck run (with --config: of the first
+    /// end-to-end run); open it in Perfetto.
     #[arg(long)]
     trace: Option<PathBuf>,
     /// Print one JSON object with every figure instead of tables.
     #[arg(long)]
     json: bool,
+    /// Measure the training pipeline of this config instead of synthetic stages: ms per step end
+    /// to end (sampler -> augmentation -> compute) against compute alone on the same batches
+    /// augmented beforehand. The synthetic-stage options above are then ignored.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// With --config: timed training steps.
+    #[arg(long, default_value_t = 50, requires = "config")]
+    steps: u64,
+    /// With --config: untimed warm-up steps before them.
+    #[arg(long, default_value_t = 2, requires = "config")]
+    warmup: u64,
+    /// With --config: pairs of runs (end to end, compute only), interleaved.
+    #[arg(long, default_value_t = 1, requires = "config")]
+    rounds: usize,
+    /// With --config: override a config field, e.g. `--set threads.compute=1` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "config")]
+    set: Vec<String>,
 }
 
 /// Burn CPU for `d` (a stand-in for a stage's real work).
@@ -166,6 +187,17 @@ fn run_raw(stages: usize, workers: usize, queue: usize, items: u64, work: Durati
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.config {
+        return super::training_pipeline::run(super::training_pipeline::Options {
+            origin: path.display().to_string(),
+            config: crate::config::RunConfig::load(path, &args.set)?,
+            steps: args.steps,
+            warmup: args.warmup,
+            rounds: args.rounds,
+            trace: args.trace.clone(),
+            json: args.json,
+        });
+    }
     ensure!(args.stages >= 1, "--stages must be at least 1");
     ensure!(args.items >= 1 && args.slow_items >= 1, "--items and --slow-items must be at least 1");
     ensure!(args.repeats >= 1, "--repeats must be at least 1");

@@ -2,6 +2,10 @@
 //! [labeled ; unlabeled weak ; unlabeled strong], cross-entropy on the labeled part, FixMatch's
 //! masked cross-entropy on the strong view with pseudo-labels from the weak view, backward,
 //! Nesterov SGD — with the fused CPU kernels, against candle's stock ops in the same run.
+//!
+//! `--algorithm protocon` times ProtoCon's step instead (projection head, synchronous
+//! clustering, memory bank, prototypes, the five losses) against FixMatch's step on the same
+//! model and batch in the same run, and prints the ratio of step times.
 
 use super::Spread;
 use anyhow::{ensure, Context as _};
@@ -10,6 +14,7 @@ use protocon::loss;
 use protocon::model::{Arch, Mode, Network};
 use protocon::ops::Kernels;
 use protocon::optim::{Sgd, SgdConfig};
+use protocon::protocon::{ClusterLabels, LossWeights, MaskFrom, PriorCorrection, ProtoCon, ProtoConConfig, StepInputs};
 use rand::{RngExt as _, SeedableRng};
 use std::time::Instant;
 
@@ -43,9 +48,25 @@ pub struct Args {
     /// Timed steps of the baseline (after 1 warm-up step).
     #[arg(long, default_value_t = 3)]
     baseline_steps: usize,
+    /// `fixmatch` (against stock candle) or `protocon` (against FixMatch).
+    #[arg(long, default_value = "fixmatch")]
+    algorithm: BenchAlgorithm,
+    /// ProtoCon: unlabeled images in the memory bank, clusters, projection dimension.
+    #[arg(long, default_value_t = 50_000)]
+    bank_samples: usize,
+    #[arg(long, default_value_t = 250)]
+    clusters: usize,
+    #[arg(long, default_value_t = 64)]
+    projection_dim: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum BenchAlgorithm {
+    Fixmatch,
+    Protocon,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,39 +75,164 @@ enum Baseline {
     None,
 }
 
-/// Times `warmup + steps` training steps; returns per-step seconds of the timed ones.
-fn time_steps(args: &Args, kernels: Kernels, warmup: usize, steps: usize) -> anyhow::Result<(Vec<f64>, f32)> {
-    let dev = Device::Cpu;
-    let net = Network::new(args.model, args.classes, None, 0, &dev)?.with_kernels(kernels);
-    let mut opt = Sgd::new(net.params(), SgdConfig::default());
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let n = args.labeled + 2 * args.unlabeled;
-    let x = Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &dev)?;
-    let labels: Vec<u32> = (0..args.labeled).map(|_| rng.random_range(0..args.classes as u32)).collect();
-    let labels = Tensor::new(labels.as_slice(), &dev)?;
-    let (b, u) = (args.labeled, args.unlabeled);
-    let mut times = Vec::with_capacity(steps);
-    let mut last_loss = f32::NAN;
-    for i in 0..warmup + steps {
+fn protocon_state(args: &Args) -> anyhow::Result<ProtoCon> {
+    Ok(ProtoCon::new(ProtoConConfig {
+        classes: args.classes,
+        dim: args.projection_dim,
+        clusters: args.clusters,
+        heads: 1,
+        samples: args.bank_samples,
+        temperature: 0.1,
+        target_temperature: 0.02,
+        dual_lr: 20.0,
+        gamma: 0.9,
+        alpha: 0.8,
+        // Everything passes (as in the FixMatch step), with refinement on: the busiest step.
+        threshold: 0.0,
+        refine_after_epochs: 0,
+        prior: PriorCorrection::default(),
+        cluster_labels: ClusterLabels::Weighted,
+        center_momentum: 0.9,
+        weights: LossWeights::default(),
+        mask_from: MaskFrom::Refined,
+        seed: 0,
+    })?)
+}
+
+/// One algorithm's training step on a fixed synthetic batch.
+struct StepRunner {
+    net: Network,
+    opt: Sgd,
+    pc: Option<ProtoCon>,
+    x: Tensor,
+    labels: Tensor,
+    b: usize,
+    u: usize,
+    bank_samples: usize,
+    steps_done: usize,
+}
+
+impl StepRunner {
+    fn new(args: &Args, kernels: Kernels, algorithm: BenchAlgorithm) -> anyhow::Result<Self> {
+        let dev = Device::Cpu;
+        let projection = (algorithm == BenchAlgorithm::Protocon).then_some(args.projection_dim);
+        let net = Network::new(args.model, args.classes, projection, 0, &dev)?.with_kernels(kernels);
+        let pc = match algorithm {
+            BenchAlgorithm::Protocon => Some(protocon_state(args)?),
+            BenchAlgorithm::Fixmatch => None,
+        };
+        let opt = Sgd::new(net.params(), SgdConfig::default());
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let n = args.labeled + 2 * args.unlabeled;
+        let x = Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &dev)?;
+        let labels: Vec<u32> = (0..args.labeled).map(|_| rng.random_range(0..args.classes as u32)).collect();
+        let labels = Tensor::new(labels.as_slice(), &dev)?;
+        Ok(StepRunner { net, opt, pc, x, labels, b: args.labeled, u: args.unlabeled, bank_samples: args.bank_samples, steps_done: 0 })
+    }
+
+    /// One step; returns its seconds and loss.
+    fn step(&mut self) -> anyhow::Result<(f64, f32)> {
+        let (b, u) = (self.b, self.u);
         let start = Instant::now();
-        let out = net.forward(&x, Mode::Train)?;
+        let out = self.net.forward(&self.x, Mode::Train)?;
         let logits_x = out.logits.narrow(0, 0, b)?;
         let logits_w = out.logits.narrow(0, b, u)?;
         let logits_s = out.logits.narrow(0, b + u, u)?;
-        let lx = loss::cross_entropy(&logits_x, &labels)?;
-        // Threshold 0 so every sample contributes (a realistic mid-training workload).
-        let (pseudo, mask) = loss::hard_pseudo_labels(&logits_w, 0.0)?;
-        let lu = loss::masked_cross_entropy(&logits_s, &pseudo, &mask)?;
-        let total = (lx + lu)?;
+        let total = match (&mut self.pc, &out.projection) {
+            (Some(pc), Some(proj)) => {
+                let slots: Vec<u32> = (0..u).map(|j| ((self.steps_done * u + j) % self.bank_samples) as u32).collect();
+                let q_w = proj.narrow(0, b, u)?;
+                let clusters = pc.cluster(&slots, &q_w.detach().flatten_all()?.to_vec1::<f32>()?)?;
+                let inputs = StepInputs {
+                    logits_x: &logits_x,
+                    logits_w: &logits_w,
+                    logits_s: &logits_s,
+                    q_x: &proj.narrow(0, 0, b)?,
+                    q_w: &q_w,
+                    q_s: &proj.narrow(0, b + u, u)?,
+                    labels: &self.labels,
+                    slots: &slots,
+                    epoch: 1,
+                };
+                pc.step(&inputs, &clusters)?.loss
+            }
+            _ => {
+                let lx = loss::cross_entropy(&logits_x, &self.labels)?;
+                // Threshold 0 so every sample contributes (a realistic mid-training workload).
+                let (pseudo, mask) = loss::hard_pseudo_labels(&logits_w, 0.0)?;
+                let lu = loss::masked_cross_entropy(&logits_s, &pseudo, &mask)?;
+                (lx + lu)?
+            }
+        };
         let grads = total.backward()?;
-        opt.step(&grads)?;
-        last_loss = total.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        self.opt.step(&grads)?;
+        let loss = total.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        self.steps_done += 1;
+        ensure!(loss.is_finite(), "loss is not finite: {loss}");
+        Ok((start.elapsed().as_secs_f64(), loss))
+    }
+}
+
+/// Times `warmup + steps` FixMatch steps; returns per-step seconds of the timed ones and the
+/// last loss.
+fn time_steps(args: &Args, kernels: Kernels, warmup: usize, steps: usize) -> anyhow::Result<(Vec<f64>, f32)> {
+    let mut runner = StepRunner::new(args, kernels, BenchAlgorithm::Fixmatch)?;
+    let mut times = Vec::with_capacity(steps);
+    let mut last_loss = f32::NAN;
+    for i in 0..warmup + steps {
+        let (t, loss) = runner.step()?;
+        last_loss = loss;
         if i >= warmup {
-            times.push(start.elapsed().as_secs_f64());
+            times.push(t);
         }
     }
-    ensure!(last_loss.is_finite(), "loss is not finite: {last_loss}");
     Ok((times, last_loss))
+}
+
+/// `--algorithm protocon`: ProtoCon's step against FixMatch's, alternating steps so drift in
+/// the machine's speed hits both.
+fn run_protocon(args: &Args, images: f64) -> anyhow::Result<()> {
+    let mut fixmatch = StepRunner::new(args, Kernels::Fused, BenchAlgorithm::Fixmatch)?;
+    let mut protocon = StepRunner::new(args, Kernels::Fused, BenchAlgorithm::Protocon)?;
+    for _ in 0..args.warmup {
+        fixmatch.step().context("FixMatch step")?;
+        protocon.step().context("ProtoCon step")?;
+    }
+    let (mut pc_times, mut fm_times) = (Vec::new(), Vec::new());
+    let mut loss = f32::NAN;
+    for _ in 0..args.steps {
+        fm_times.push(fixmatch.step().context("FixMatch step")?.0);
+        let (t, l) = protocon.step().context("ProtoCon step")?;
+        pc_times.push(t);
+        loss = l;
+    }
+    let (pc, fm) = (Spread::of(&pc_times), Spread::of(&fm_times));
+    let ratio = pc.median / fm.median;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "benchmark": "step", "algorithm": "protocon", "baseline": "fixmatch",
+                "model": args.model.to_string(), "labeled": args.labeled, "unlabeled": args.unlabeled,
+                "images_per_step": images, "threads": args.threads,
+                "bank_samples": args.bank_samples, "clusters": args.clusters, "projection_dim": args.projection_dim,
+                "protocon": {"step_ms": pc.median * 1e3, "step_ms_min": pc.min * 1e3, "step_ms_max": pc.max * 1e3, "images_per_s": images / pc.median},
+                "fixmatch": {"step_ms": fm.median * 1e3, "step_ms_min": fm.min * 1e3, "step_ms_max": fm.max * 1e3, "images_per_s": images / fm.median},
+                "ratio_protocon_over_fixmatch_step_time": ratio,
+                "steps": args.steps,
+                "final_loss": loss,
+            })
+        );
+    } else {
+        println!(
+            "{} step, {} labeled + {} weak + {} strong = {} images, {} threads; ProtoCon: K = {}, d = {}, bank of {}",
+            args.model, args.labeled, args.unlabeled, args.unlabeled, images, args.threads, args.clusters, args.projection_dim, args.bank_samples
+        );
+        println!("ProtoCon: {:>8.1} ms/step ({:.1}..{:.1}), {:>7.1} images/s", pc.median * 1e3, pc.min * 1e3, pc.max * 1e3, images / pc.median);
+        println!("FixMatch: {:>8.1} ms/step ({:.1}..{:.1}), {:>7.1} images/s", fm.median * 1e3, fm.min * 1e3, fm.max * 1e3, images / fm.median);
+        println!("ratio ProtoCon/FixMatch step time: {ratio:.3}x (median of {} alternating steps each)", args.steps);
+    }
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -96,6 +242,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     protocon::ops::set_num_threads(args.threads);
     let images = (args.labeled + 2 * args.unlabeled) as f64;
+    if args.algorithm == BenchAlgorithm::Protocon {
+        return run_protocon(&args, images);
+    }
 
     let (fused, loss) = time_steps(&args, Kernels::Fused, args.warmup, args.steps).context("fused step")?;
     let fused_peak = protocon::rss::peak_rss_bytes();

@@ -1,4 +1,5 @@
-//! The `train` and `eval` subcommands (argument parsing and printing only).
+//! The `train`, `eval` and `plot` subcommands (argument parsing and printing only).
 
 pub mod eval;
+pub mod plot;
 pub mod train;

@@ -5,7 +5,7 @@ use crate::train::{default_out, train, TrainOptions};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use protocon_stages::compute::Record;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -110,6 +110,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         TrainOptions { out: out.clone(), resume: args.resume.clone(), trace: args.trace.clone(), stop, observer: Some(observer) },
     );
     bar.finish_and_clear();
+    // Also after a failed run (a NaN loss): the curves up to the failure help find why.
+    draw_curves(&out);
     let summary = summary?;
     println!("{}", summary.profile);
     if let Some(e) = summary.last_eval {
@@ -122,6 +124,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             100.0 * e.best_test_acc_ema
         );
     }
-    println!("metrics: {}  checkpoint: {}", out.join("metrics.jsonl").display(), out.join("checkpoint.safetensors").display());
+    println!(
+        "metrics: {}  checkpoint: {}  curves: {}",
+        out.join("metrics.jsonl").display(),
+        out.join("checkpoint.safetensors").display(),
+        out.join("curves.png").display()
+    );
     Ok(())
+}
+
+/// Write `curves.png` from the run's `metrics.jsonl`. A failure (or a panic in the plotting
+/// library) is only a warning: the run and its checkpoint are what matter.
+fn draw_curves(out: &Path) {
+    let metrics = out.join("metrics.jsonl");
+    if !metrics.is_file() {
+        return;
+    }
+    let png = out.join("curves.png");
+    match std::panic::catch_unwind(|| crate::curves::draw(&metrics, &png)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("warning: could not draw {}: {e:#}", png.display()),
+        Err(_) => eprintln!("warning: could not draw {}: the plotting code panicked", png.display()),
+    }
 }

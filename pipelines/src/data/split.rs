@@ -16,6 +16,9 @@ pub struct Args {
     /// Seed of the draw; the same seed gives the same split.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Use only the first N training images (to match a run's `data.train_limit`).
+    #[arg(long)]
+    limit: Option<usize>,
     /// Where to write the split (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -24,6 +27,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let data =
         args.dataset.load(Subset::Train, &LoadOptions::new()).with_context(|| format!("loading {}", args.dataset))?;
+    let data = match args.limit {
+        Some(n) => data.truncate(n),
+        None => data,
+    };
     let split = Split::balanced(&data, args.labels_per_class, args.seed)
         .with_context(|| format!("splitting {}", args.dataset))?;
     split.save(&args.out)?;
