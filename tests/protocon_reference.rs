@@ -79,25 +79,25 @@ fn config(c: &Value) -> ProtoConConfig {
 }
 
 fn check_bank(what: &str, pc: &ProtoCon, bank: &Value) {
-    let n = pc.bank.len() as u32;
-    let pl: Vec<f64> = (0..n).map(|i| pc.bank.pseudo_label(i).map_or(-1.0, |l| l as f64)).collect();
+    let n = pc.bank().len() as u32;
+    let pl: Vec<f64> = (0..n).map(|i| pc.bank().pseudo_label(i).map_or(-1.0, |l| l as f64)).collect();
     close(&format!("{what} pl"), &pl, &flat(&bank["pl"]));
-    let rel: Vec<f64> = (0..n).map(|i| pc.bank.reliable(i) as u8 as f64).collect();
+    let rel: Vec<f64> = (0..n).map(|i| pc.bank().reliable(i) as u8 as f64).collect();
     close(&format!("{what} rel"), &rel, &flat(&bank["rel"]));
-    for h in 0..pc.bank.heads() {
-        let a: Vec<f64> = (0..n).map(|i| pc.bank.assignment(h, i) as f64).collect();
+    for h in 0..pc.bank().heads() {
+        let a: Vec<f64> = (0..n).map(|i| pc.bank().assignment(h, i) as f64).collect();
         close(&format!("{what} a[{h}]"), &a, &flat(&bank["a"][h]));
         // Both sides store f16, so the stored scores agree exactly.
-        let s: Vec<f64> = (0..n).map(|i| pc.bank.score(h, i) as f64).collect();
+        let s: Vec<f64> = (0..n).map(|i| pc.bank().score(h, i) as f64).collect();
         close(&format!("{what} s[{h}]"), &s, &flat(&bank["s"][h]));
     }
 }
 
 fn check_clustering(what: &str, pc: &ProtoCon, r: &Value) {
     for h in 0..pc.config().heads {
-        close(&format!("{what} duals[{h}]"), &as64(pc.kmeans.duals(h)), &flat(&r["duals"][h]));
-        close(&format!("{what} centroids[{h}]"), &as64(pc.kmeans.centroids(h)), &flat(&r["centroids"][h]));
-        let counts: Vec<f64> = pc.kmeans.counts(h).iter().map(|&c| c as f64).collect();
+        close(&format!("{what} duals[{h}]"), &as64(pc.kmeans().duals(h)), &flat(&r["duals"][h]));
+        close(&format!("{what} centroids[{h}]"), &as64(pc.kmeans().centroids(h)), &flat(&r["centroids"][h]));
+        let counts: Vec<f64> = pc.kmeans().counts(h).iter().map(|&c| c as f64).collect();
         close(&format!("{what} counters[{h}]"), &counts, &flat(&r["counters"][h]));
     }
 }
@@ -124,7 +124,7 @@ fn protocon_matches_the_pytorch_reference() {
         let slots = u32s(&r["indices"]);
         let q_w = f32s(&r["q_w"]);
         // Scores before f16 storage, from the same (pure) assignment `cluster` makes.
-        for (h, a) in pc.kmeans.assign(&q_w).iter().enumerate() {
+        for (h, a) in pc.kmeans().assign(&q_w).iter().enumerate() {
             close(&format!("{what} score[{h}]"), &as64(&a.score), &flat(&r["score"][h]));
         }
         let assigned = pc.cluster(&slots, &q_w).unwrap();
@@ -175,11 +175,11 @@ fn protocon_matches_the_pytorch_reference() {
             close("epoch end: prototype sums", &as64(pc.prototypes.sums()), &flat(&e["proto_sum_before_reset"]));
             let counts: Vec<f64> = pc.prototypes.counts().iter().map(|&c| c as f64).collect();
             close("epoch end: prototype counts", &counts, &flat(&e["proto_count_before_reset"]));
-            let mut plain = pc.bank.clone();
+            let mut plain = pc.bank().clone();
             plain.end_epoch(ClusterLabels::Plain);
             close("epoch end: plain Z", &z_rows(&plain, heads, clusters as u32), &flat(&e["z_plain"]));
             let sizes = pc.end_epoch();
-            close("epoch end: weighted Z", &z_rows(&pc.bank, heads, clusters as u32), &flat(&e["z_weighted"]));
+            close("epoch end: weighted Z", &z_rows(&pc.bank(), heads, clusters as u32), &flat(&e["z_weighted"]));
             let (min, max): (Vec<f64>, Vec<f64>) = e["cluster_sizes"]
                 .as_array()
                 .unwrap()
@@ -193,7 +193,7 @@ fn protocon_matches_the_pytorch_reference() {
             close("epoch end: max cluster size", &sizes.max.iter().map(|&v| v as f64).collect::<Vec<_>>(), &max);
             close("epoch end: prototypes", &as64(pc.prototypes.matrix()), &flat(&e["prototypes"]));
             check_bank("epoch end: bank", &pc, &e["bank"]);
-            assert!(pc.kmeans.counts(0).iter().all(|&c| c == 0), "counters reset");
+            assert!(pc.kmeans().counts(0).iter().all(|&c| c == 0), "counters reset");
         }
     }
     let f = &fx["final"];
@@ -204,7 +204,7 @@ fn protocon_matches_the_pytorch_reference() {
     close("final prototype sums", &as64(pc.prototypes.sums()), &flat(&f["proto_sum"]));
     let counts: Vec<f64> = pc.prototypes.counts().iter().map(|&c| c as f64).collect();
     close("final prototype counts", &counts, &flat(&f["proto_count"]));
-    close("final Z", &z_rows(&pc.bank, heads, clusters as u32), &flat(&f["z"]));
+    close("final Z", &z_rows(&pc.bank(), heads, clusters as u32), &flat(&f["z"]));
 }
 
 #[test]

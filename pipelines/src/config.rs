@@ -77,6 +77,10 @@ pub struct ProtoconSection {
     /// `refined` (max p_hat >= tau, the paper) or `classifier` (max pw >= tau, training
     /// towards p_hat: an option beyond the paper, see protocon.md s.8).
     pub mask_from: MaskFrom,
+    /// 0: cluster synchronously, exactly in the order of protocon.md s.4. S >= 1: cluster in a
+    /// separate stage that may lag the compute stage by up to S steps; refinement then uses each
+    /// sample's cluster from its previous visit (see `protocon_stages::cluster`).
+    pub staleness: u64,
 }
 
 /// Which class-prior correction ProtoCon applies to the classifier's pseudo-labels.
@@ -110,6 +114,7 @@ impl Default for ProtoconSection {
             weight_pu: 1.0,
             weight_c: 1.0,
             mask_from: MaskFrom::Refined,
+            staleness: 0,
         }
     }
 }
@@ -424,5 +429,28 @@ mod tests {
         let text = DEFAULT_CONFIG.replace("steps = 1000", "stepz = 1000");
         let err = format!("{:#}", RunConfig::parse(&text, "f.toml", &[]).unwrap_err());
         assert!(err.contains("f.toml") && err.contains("line") && err.contains("stepz = 1000"), "{err}");
+    }
+
+    #[test]
+    fn every_shipped_config_parses_and_the_resnet_one_says_why_not() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                seen += 1;
+                let result = RunConfig::load(&path, &[]);
+                if path.file_name().unwrap() == "imagenet-1pct-protocon.toml" {
+                    let err = format!("{:#}", result.unwrap_err());
+                    assert!(err.contains("resnet-50") && err.contains("not implemented"), "{err}");
+                } else {
+                    let c = result.unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                    if path.to_string_lossy().contains("protocon") {
+                        assert_eq!(c.algorithm, Algorithm::Protocon, "{}", path.display());
+                    }
+                }
+            }
+        }
+        assert!(seen >= 7, "{seen} configs");
     }
 }

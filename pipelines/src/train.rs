@@ -14,7 +14,8 @@ use protocon::data::{self, DatasetKind, DatasetSpec, FetchOptions, Fit, LoadOpti
 use protocon::model::{Network, NetworkOptions};
 use protocon::optim::SgdConfig;
 use protocon::schedule::CosineSchedule;
-use protocon::{Pipeline, Profile, StageSpec};
+use protocon::{Pipeline, PipelineBuilder, Profile, StageSpec};
+use protocon_stages::cluster::{ClusterJob, ClusterProgress, ClusterStage};
 use protocon_stages::augment::AugmentRegistry;
 use protocon_stages::compute::{Algorithm, ComputeConfig, ComputeStage, Record, TestSet};
 use protocon_stages::metrics::{self, MetricsSink, Observer};
@@ -214,6 +215,7 @@ pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainS
             move |_| Ok(StrongViews::new(s.clone())),
         );
     }
+    add_cluster_stage(&mut p, config, &mut compute, start);
     let compute = Mutex::new(Some(compute));
     let records = p.stage(StageSpec::new("compute").queue(threads.queue.max(8)), batches, move |_| {
         compute.lock().unwrap().take().ok_or_else(|| protocon::StageError::msg("the compute stage has exactly one worker"))
@@ -240,6 +242,20 @@ pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainS
     let steps_done = Checkpoint::load(&ckpt_path, &Device::Cpu).ok().and_then(|c| c.meta["step"].as_u64()).unwrap_or(start);
     let last_eval = last_eval.lock().unwrap().clone();
     Ok(TrainSummary { profile: report.profile, last_eval, steps_done })
+}
+
+/// With `protocon.staleness >= 1`, run ProtoCon's clustering in its own stage fed by the compute
+/// stage (see `protocon_stages::cluster`); otherwise the compute stage clusters synchronously.
+pub fn add_cluster_stage(p: &mut PipelineBuilder, config: &RunConfig, compute: &mut ComputeStage, start: u64) {
+    let staleness = config.protocon.staleness;
+    let Some(clustering) = compute.clustering().filter(|_| staleness > 0) else { return };
+    let (jobs, port) = p.queue::<ClusterJob>("projections", staleness as usize);
+    let progress = ClusterProgress::new(start);
+    compute.cluster_asynchronously(jobs, progress.clone(), staleness);
+    let stage = Mutex::new(Some(ClusterStage::new(clustering, progress)));
+    p.sink(StageSpec::new("cluster"), port, move |_| {
+        stage.lock().unwrap().take().ok_or_else(|| protocon::StageError::msg("the cluster stage has exactly one worker"))
+    });
 }
 
 /// The run directory for a config when `--out` is not given.

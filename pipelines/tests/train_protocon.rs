@@ -47,3 +47,30 @@ fn protocon_trains_and_resumes_mid_epoch_exactly() {
     std::fs::remove_dir_all(&straight).ok();
     std::fs::remove_dir_all(&resumed).ok();
 }
+
+/// Asynchronous clustering: the same run whatever the staleness bound; identical to the
+/// synchronous run until refinement reads a cluster (epoch 1), and the profiler shows the
+/// cluster stage.
+#[test]
+fn asynchronous_clustering_is_deterministic_and_matches_sync_before_refinement() {
+    let run = |name: &str, staleness: &str| {
+        let out = temp(name);
+        let s = format!("protocon.staleness={staleness}");
+        ok(&train(&out, &[&PROTOCON[..], &["--set", &s]].concat()));
+        let r = records(&out);
+        let profile = std::fs::read_to_string(out.join("profile.txt")).unwrap();
+        std::fs::remove_dir_all(&out).ok();
+        (r, profile)
+    };
+    let (sync, sync_profile) = run("protocon-sync", "0");
+    let (one, profile) = run("protocon-async1", "1");
+    let (three, _) = run("protocon-async3", "3");
+    assert!(profile.lines().any(|l| l.starts_with("cluster")), "{profile}");
+    assert!(!sync_profile.lines().any(|l| l.starts_with("cluster")), "{sync_profile}");
+    assert_eq!(comparable(&one), comparable(&three), "the staleness bound must not change the run");
+    let epoch0 = |rs: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        comparable(rs).into_iter().filter(|r| r["step"].as_u64().unwrap() <= 21 && r["kind"] != "eval").collect()
+    };
+    assert_eq!(epoch0(&sync), epoch0(&one), "epoch 0 does not depend on the clustering mode");
+    assert_ne!(comparable(&sync), comparable(&one), "refinement reads last epoch's clusters in async mode");
+}

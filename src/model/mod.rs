@@ -36,6 +36,11 @@ impl FromStr for Arch {
         if s == "cnn-small" {
             return Ok(Arch::CnnSmall);
         }
+        if s.starts_with("resnet") {
+            return Err(format!(
+                "model `{s}` is not implemented yet: protocon has `cnn-small` and `wrn-DEPTH-WIDTH` (ResNet-50, ProtoCon's ImageNet encoder, is left for a later issue)"
+            ));
+        }
         let bad = || format!("unknown model `{s}`: expected `cnn-small` or `wrn-DEPTH-WIDTH` such as `wrn-28-2`");
         let rest = s.strip_prefix("wrn-").ok_or_else(bad)?;
         let (d, k) = rest.split_once('-').ok_or_else(bad)?;

@@ -21,6 +21,7 @@ pub use prototypes::Prototypes;
 use candle_core::{DType, Device, Tensor, WithDType};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Errors of the ProtoCon state: bad settings, or tensors of the wrong shape (a checkpoint from
 /// another configuration).
@@ -185,12 +186,53 @@ fn soft_cross_entropy(logits: &Tensor, target: &[f32], weight: &[f32]) -> candle
     crate::loss::masked_soft_cross_entropy(logits, &target, &weight)
 }
 
+/// The clustering and the memory bank, shared between the compute stage and an asynchronous
+/// cluster stage. Each sits behind its own lock: the cluster stage holds the k-means for a whole
+/// step but the bank only while it records, so the compute stage's reads and writes of the bank
+/// (refinement, bookkeeping) rarely wait.
+#[derive(Debug)]
+pub struct Clustering {
+    kmeans: Mutex<ConstrainedKMeans>,
+    bank: Mutex<MemoryBank>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock fails the pipeline anyway; the data is still consistent
+    // enough to checkpoint what was trained before.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Clustering {
+    /// s.4.2: assign the detached weak projections `q_w` (`u x d` values) in every head,
+    /// record the assignments in the bank, dual ascent, centroid update. Returns per head the
+    /// cluster of each sample.
+    pub fn cluster(&self, slots: &[u32], q_w: &[f32]) -> Result<Vec<Vec<u32>>, ProtoConError> {
+        let mut kmeans = lock(&self.kmeans);
+        let assignments = kmeans.assign(q_w);
+        {
+            let mut bank = lock(&self.bank);
+            for (h, a) in assignments.iter().enumerate() {
+                bank.record_assignment(h, slots, &a.cluster, &a.score)?;
+            }
+        }
+        kmeans.update(q_w, &assignments);
+        Ok(assignments.into_iter().map(|a| a.cluster).collect())
+    }
+
+    pub fn kmeans(&self) -> MutexGuard<'_, ConstrainedKMeans> {
+        lock(&self.kmeans)
+    }
+
+    pub fn bank(&self) -> MutexGuard<'_, MemoryBank> {
+        lock(&self.bank)
+    }
+}
+
 /// See the module documentation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct ProtoCon {
     cfg: ProtoConConfig,
-    pub kmeans: ConstrainedKMeans,
-    pub bank: MemoryBank,
+    clustering: Arc<Clustering>,
     pub prototypes: Prototypes,
     pub prior: ClassPrior,
     /// Projection center `qbar` (`d`), zero at the start.
@@ -213,12 +255,12 @@ impl ProtoCon {
         if cfg.temperature <= 0.0 || cfg.target_temperature <= 0.0 {
             return Err(ProtoConError::Config("temperatures must be positive".into()));
         }
+        let bank = MemoryBank::new(cfg.samples, cfg.heads, cfg.clusters, cfg.classes)?;
         Ok(ProtoCon {
-            bank: MemoryBank::new(cfg.samples, cfg.heads, cfg.clusters, cfg.classes)?,
+            clustering: Arc::new(Clustering { kmeans: Mutex::new(kmeans), bank: Mutex::new(bank) }),
             prototypes: Prototypes::new(cfg.classes, cfg.dim),
             prior: ClassPrior::new(cfg.prior, cfg.classes),
             center: vec![0.0; cfg.dim],
-            kmeans,
             epochs_ended: 0,
             cfg,
         })
@@ -232,21 +274,29 @@ impl ProtoCon {
         &self.center
     }
 
-    /// s.4.2 synchronously: assign the detached weak projections `q_w` (`u x d` values) in
-    /// every head, record the assignments in the bank, dual ascent, centroid update. Returns
-    /// per head the cluster of each sample.
+    /// s.4.2 synchronously (see [`Clustering::cluster`]).
     pub fn cluster(&mut self, slots: &[u32], q_w: &[f32]) -> Result<Vec<Vec<u32>>, ProtoConError> {
-        let assignments = self.kmeans.step(q_w);
-        for (h, a) in assignments.iter().enumerate() {
-            self.bank.record_assignment(h, slots, &a.cluster, &a.score)?;
-        }
-        Ok(assignments.into_iter().map(|a| a.cluster).collect())
+        self.clustering.cluster(slots, q_w)
+    }
+
+    /// The clustering and bank, for a cluster stage that runs them asynchronously.
+    pub fn clustering(&self) -> Arc<Clustering> {
+        self.clustering.clone()
+    }
+
+    pub fn kmeans(&self) -> MutexGuard<'_, ConstrainedKMeans> {
+        self.clustering.kmeans()
+    }
+
+    pub fn bank(&self) -> MutexGuard<'_, MemoryBank> {
+        self.clustering.bank()
     }
 
     /// Per head, the cluster recorded in the bank for each of `slots` (their assignment the
     /// last time they were seen): what an asynchronous clustering refines with.
     pub fn recorded_clusters(&self, slots: &[u32]) -> Vec<Vec<u32>> {
-        (0..self.cfg.heads).map(|h| slots.iter().map(|&s| self.bank.assignment(h, s)).collect()).collect()
+        let bank = self.bank();
+        (0..self.cfg.heads).map(|h| slots.iter().map(|&s| bank.assignment(h, s)).collect()).collect()
     }
 
     /// s.4.3-4.11 for one step, given each sample's clusters per head (`clusters[h][i]`).
@@ -269,9 +319,12 @@ impl ProtoCon {
         // 5. Refinement with the clusters' pseudo-labels.
         let mut z = vec![0f32; u * c];
         let mut sample_clusters = vec![0u32; clusters.len()];
-        for (i, zi) in z.chunks_mut(c).enumerate() {
-            clusters.iter().zip(sample_clusters.iter_mut()).for_each(|(head, k)| *k = head[i]);
-            self.bank.refined_target(&sample_clusters, zi);
+        {
+            let bank = self.bank();
+            for (i, zi) in z.chunks_mut(c).enumerate() {
+                clusters.iter().zip(sample_clusters.iter_mut()).for_each(|(head, k)| *k = head[i]);
+                bank.refined_target(&sample_clusters, zi);
+            }
         }
         let refined = x.epoch >= self.cfg.refine_after_epochs && z.iter().any(|&v| v != 0.0);
         let alpha = self.cfg.alpha;
@@ -324,7 +377,7 @@ impl ProtoCon {
         }
         self.prior.update(&weak);
         let pseudo_labels = argmax_rows(&p_hat, c);
-        self.bank.record_labels(x.slots, &pseudo_labels, &mask)?;
+        self.bank().record_labels(x.slots, &pseudo_labels, &mask)?;
         let labels: Vec<u32> = x.labels.to_dtype(DType::U32)?.to_vec1()?;
         self.prototypes.accumulate(&rows(x.q_x)?, &labels);
         for (i, row) in q_w.chunks(d).enumerate().filter(|(i, _)| mask[*i]) {
@@ -340,8 +393,8 @@ impl ProtoCon {
     /// s.5: reset the k-means counters, recompute the cluster pseudo-labels, set the
     /// prototypes. Returns the cluster sizes per head.
     pub fn end_epoch(&mut self) -> ClusterSizes {
-        self.kmeans.end_epoch();
-        let sizes = self.bank.end_epoch(self.cfg.cluster_labels);
+        self.kmeans().end_epoch();
+        let sizes = self.bank().end_epoch(self.cfg.cluster_labels);
         self.prototypes.end_epoch();
         self.epochs_ended += 1;
         sizes
@@ -353,13 +406,13 @@ impl ProtoCon {
 
     /// Bytes held by the bank and the clustering state (what `bench bank` reports).
     pub fn bytes(&self) -> usize {
-        self.bank.bytes() + self.kmeans.bytes() + self.prototypes.bytes() + 4 * self.center.len()
+        self.bank().bytes() + self.kmeans().bytes() + self.prototypes.bytes() + 4 * self.center.len()
     }
 
     /// Everything, as named tensors for checkpoints.
     pub fn state(&self, prefix: &str) -> candle_core::Result<Vec<(String, Tensor)>> {
-        let mut out = self.kmeans.state(&format!("{prefix}kmeans."))?;
-        out.extend(self.bank.state(&format!("{prefix}bank."))?);
+        let mut out = self.kmeans().state(&format!("{prefix}kmeans."))?;
+        out.extend(self.bank().state(&format!("{prefix}bank."))?);
         out.extend(self.prototypes.state(&format!("{prefix}prototypes."))?);
         out.extend(self.prior.state(&format!("{prefix}prior."))?);
         out.push((format!("{prefix}center"), Tensor::from_slice(&self.center, self.cfg.dim, &Device::Cpu)?));
@@ -369,8 +422,8 @@ impl ProtoCon {
 
     /// Restore what [`state`](Self::state) saved.
     pub fn load_state(&mut self, prefix: &str, tensors: &HashMap<String, Tensor>) -> Result<(), ProtoConError> {
-        self.kmeans.load_state(&format!("{prefix}kmeans."), tensors)?;
-        self.bank.load_state(&format!("{prefix}bank."), tensors)?;
+        self.kmeans().load_state(&format!("{prefix}kmeans."), tensors)?;
+        self.bank().load_state(&format!("{prefix}bank."), tensors)?;
         self.prototypes.load_state(&format!("{prefix}prototypes."), tensors)?;
         self.prior.load_state(&format!("{prefix}prior."), tensors)?;
         self.center = tensor_vec::<f32>(tensors, &format!("{prefix}center"), self.cfg.dim)?;

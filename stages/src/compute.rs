@@ -7,6 +7,7 @@
 //! in step order, so a run is the same whatever the number of augmentation workers.
 
 use crate::batch::TrainBatch;
+use crate::cluster::{ClusterJob, ClusterProgress};
 use candle_core::{DType, Device, Tensor, D};
 use protocon::checkpoint::Checkpoint;
 use protocon::ema::Ema;
@@ -15,7 +16,7 @@ use protocon::model::{Mode, Network};
 use protocon::optim::{Sgd, SgdConfig};
 use protocon::protocon::{ProtoCon, ProtoConConfig, StepInputs};
 use protocon::schedule::CosineSchedule;
-use protocon::{Ctx, Message, Stage, StageError};
+use protocon::{Control, Ctx, Message, QueueSender, Stage, StageError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -204,6 +205,15 @@ pub struct ComputeStage {
     images_since_log: usize,
     device: Device,
     protocon: Option<ProtoCon>,
+    /// Asynchronous clustering (see `crate::cluster`).
+    cluster_async: Option<AsyncClustering>,
+}
+
+/// The compute stage's end of an asynchronous cluster stage.
+struct AsyncClustering {
+    jobs: QueueSender<ClusterJob>,
+    progress: Arc<ClusterProgress>,
+    staleness: u64,
 }
 
 fn failed(step: u64, e: impl std::fmt::Display) -> StageError {
@@ -223,6 +233,7 @@ impl ComputeStage {
         };
         Ok(ComputeStage {
             protocon,
+            cluster_async: None,
             cfg,
             net,
             ema_net,
@@ -236,6 +247,26 @@ impl ComputeStage {
             images_since_log: 0,
             device: Device::Cpu,
         })
+    }
+
+    /// ProtoCon's clustering and bank, for an asynchronous cluster stage (`None` without ProtoCon).
+    pub fn clustering(&self) -> Option<Arc<protocon::protocon::Clustering>> {
+        self.protocon.as_ref().map(|pc| pc.clustering())
+    }
+
+    /// Cluster asynchronously: send each step's weak projections to `jobs` (read by a
+    /// `ClusterStage` sharing [`clustering`](Self::clustering) and `progress`), letting the
+    /// clustering lag by at most `staleness >= 1` steps.
+    pub fn cluster_asynchronously(&mut self, jobs: QueueSender<ClusterJob>, progress: Arc<ClusterProgress>, staleness: u64) {
+        self.cluster_async = Some(AsyncClustering { jobs, progress, staleness: staleness.max(1) });
+    }
+
+    /// Wait until the asynchronous clustering has caught up with every trained step.
+    fn cluster_caught_up(&self, control: &Control) -> Result<(), StageError> {
+        match &self.cluster_async {
+            Some(a) => a.progress.wait_until(self.next_step, control),
+            None => Ok(()),
+        }
     }
 
     /// Continue from a checkpoint: weights, EMA weights, momentum buffers, step, best accuracy.
@@ -289,14 +320,15 @@ impl ComputeStage {
         Ok(Checkpoint { tensors, meta })
     }
 
-    fn save_checkpoint(&self) -> Result<(), StageError> {
+    fn save_checkpoint(&self, control: &Control) -> Result<(), StageError> {
         if let Some(path) = &self.cfg.checkpoint {
+            self.cluster_caught_up(control)?;
             self.checkpoint().map_err(|e| StageError::msg(format!("checkpoint: {e}")))?.save(path)?;
         }
         Ok(())
     }
 
-    fn train_step(&mut self, batch: TrainBatch) -> candle_core::Result<TrainRecord> {
+    fn train_step(&mut self, batch: TrainBatch, control: &Control) -> Result<TrainRecord, StageError> {
         let step = batch.plan.step;
         let lr = self.cfg.schedule.lr(step);
         self.opt.set_learning_rate(lr);
@@ -332,7 +364,17 @@ impl ComputeStage {
                 let q_w_values: Vec<f32> = q_w.detach().flatten_all()?.to_vec1()?;
                 let slots = &batch.plan.unlabeled_slots;
                 let pc_err = |e: protocon::protocon::ProtoConError| candle_core::Error::Msg(e.to_string());
-                let clusters = pc.cluster(slots, &q_w_values).map_err(pc_err)?;
+                let clusters = match &self.cluster_async {
+                    None => pc.cluster(slots, &q_w_values).map_err(pc_err)?,
+                    Some(a) => {
+                        // Read before sending: the stage may record this step's assignments
+                        // any time after.
+                        let recorded = pc.recorded_clusters(slots);
+                        a.progress.wait_until((step + 1).saturating_sub(a.staleness), control)?;
+                        a.jobs.send(ClusterJob { step, slots: slots.clone(), q_w: q_w_values }, control)?;
+                        recorded
+                    }
+                };
                 let inputs = StepInputs {
                     logits_x: &out.logits.narrow(0, 0, b)?,
                     logits_w: &out.logits.narrow(0, b, u)?,
@@ -356,7 +398,7 @@ impl ComputeStage {
                 record.refined = Some(o.refined);
                 record.cluster_label_acc = o.cluster_labels.as_deref().map(accuracy);
                 record.proto_label_acc = o.prototype_labels.as_deref().map(accuracy);
-                record.reliable_fraction = Some(pc.bank.reliable_fraction());
+                record.reliable_fraction = Some(pc.bank().reliable_fraction());
                 o.loss
             }
             (Algorithm::Fixmatch, _) if u > 0 => {
@@ -382,12 +424,10 @@ impl ComputeStage {
         }
         record.loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !record.loss.is_finite() {
-            candle_core::bail!(
+            return Err(StageError::msg(format!(
                 "loss is {} (losses: x {:.4}, u {:.4}); stopping. The last checkpoint is kept.",
-                record.loss,
-                record.loss_x,
-                record.loss_u
-            );
+                record.loss, record.loss_x, record.loss_u
+            )));
         }
         let grads = loss.backward()?;
         self.opt.step(&grads)?;
@@ -397,19 +437,20 @@ impl ComputeStage {
     }
 
     /// ProtoCon's end of an epoch after `step`, when it is the epoch's last step.
-    fn end_epoch(&mut self, step: u64, epoch: u64) -> Option<EpochRecord> {
-        let pc = self.protocon.as_mut()?;
-        if (step + 1) % self.cfg.steps_per_epoch.max(1) != 0 {
-            return None;
+    fn end_epoch(&mut self, step: u64, epoch: u64, control: &Control) -> Result<Option<EpochRecord>, StageError> {
+        if self.protocon.is_none() || (step + 1) % self.cfg.steps_per_epoch.max(1) != 0 {
+            return Ok(None);
         }
+        self.cluster_caught_up(control)?;
+        let pc = self.protocon.as_mut().expect("checked above");
         let sizes = pc.end_epoch();
-        Some(EpochRecord {
+        Ok(Some(EpochRecord {
             step,
             epoch,
             cluster_size_min: sizes.min,
             cluster_size_max: sizes.max,
-            reliable_fraction: pc.bank.reliable_fraction(),
-        })
+            reliable_fraction: pc.bank().reliable_fraction(),
+        }))
     }
 
     fn evaluate(&mut self, step: u64) -> candle_core::Result<Option<EvalRecord>> {
@@ -423,9 +464,12 @@ impl ComputeStage {
     fn run_ready(&mut self, ctx: &mut Ctx<Record>) -> Result<(), StageError> {
         while let Some(batch) = self.pending.remove(&self.next_step) {
             let step = self.next_step;
-            let mut record = self.train_step(batch).map_err(|e| failed(step, e))?;
+            let mut record = match self.train_step(batch, ctx) {
+                Err(StageError::Cancelled) => return Err(StageError::Cancelled),
+                other => other.map_err(|e| failed(step, e))?,
+            };
             self.next_step += 1;
-            let epoch_end = self.end_epoch(step, record.epoch);
+            let epoch_end = self.end_epoch(step, record.epoch, ctx)?;
             let last = step + 1 == self.cfg.schedule.total_steps;
             if (step + 1) % self.cfg.log_every.max(1) == 0 || last {
                 record.images_per_s = self.images_since_log as f64 / self.clock.elapsed().as_secs_f64().max(1e-9);
@@ -444,7 +488,7 @@ impl ComputeStage {
                 self.clock = Instant::now();
             }
             if (self.cfg.checkpoint_every > 0 && (step + 1) % self.cfg.checkpoint_every == 0) || last {
-                self.save_checkpoint()?;
+                self.save_checkpoint(ctx)?;
             }
         }
         Ok(())
@@ -466,10 +510,13 @@ impl Stage for ComputeStage {
 
     /// The data ended (last step, or the sampler stopped early on Ctrl-C): checkpoint what was
     /// trained so a later `--resume` continues from here.
-    fn finish(&mut self, _ctx: &mut Ctx<Record>) -> Result<(), StageError> {
+    fn finish(&mut self, ctx: &mut Ctx<Record>) -> Result<(), StageError> {
         if let Some(step) = self.pending.keys().next() {
             return Err(StageError::msg(format!("batches from step {step} on never became contiguous (step {} missing)", self.next_step)));
         }
-        self.save_checkpoint()
+        self.save_checkpoint(ctx)?;
+        // Ends the cluster stage's input.
+        self.cluster_async = None;
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod augment;
 pub mod batch;
+pub mod cluster;
 pub mod compute;
 pub mod metrics;
 pub mod sampler;

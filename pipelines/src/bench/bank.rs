@@ -81,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for start in (0..args.samples).step_by(4096) {
         let slots: Vec<u32> = (start as u32..(start + 4096).min(args.samples) as u32).collect();
         let labels: Vec<u32> = slots.iter().map(|&i| i % args.classes as u32).collect();
-        pc.bank.record_labels(&slots, &labels, &reliable[..slots.len()])?;
+        pc.bank().record_labels(&slots, &labels, &reliable[..slots.len()])?;
     }
     let rss_bank = protocon::rss::current_rss_bytes();
 

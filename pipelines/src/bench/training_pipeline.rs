@@ -131,7 +131,8 @@ fn augmentation(
 }
 
 /// Add the compute stage reading `batches` and a [`StepClock`] after it.
-fn compute_and_clock(p: &mut protocon::PipelineBuilder, config: &RunConfig, compute: ComputeStage, batches: protocon::Port<TrainBatch>) -> Stamps {
+fn compute_and_clock(p: &mut protocon::PipelineBuilder, config: &RunConfig, mut compute: ComputeStage, batches: protocon::Port<TrainBatch>) -> Stamps {
+    crate::train::add_cluster_stage(p, config, &mut compute, 0);
     let compute = Mutex::new(Some(compute));
     let records = p.stage(StageSpec::new("compute").queue(config.threads.queue.max(8)), batches, move |_| {
         compute.lock().unwrap().take().ok_or_else(|| StageError::msg("the compute stage has exactly one worker"))
