@@ -84,7 +84,8 @@ fn check_bank(what: &str, pc: &ProtoCon, bank: &Value) {
     close(&format!("{what} pl"), &pl, &flat(&bank["pl"]));
     let rel: Vec<f64> = (0..n).map(|i| pc.bank().reliable(i) as u8 as f64).collect();
     close(&format!("{what} rel"), &rel, &flat(&bank["rel"]));
-    for h in 0..pc.bank().heads() {
+    let heads = pc.bank().heads();
+    for h in 0..heads {
         let a: Vec<f64> = (0..n).map(|i| pc.bank().assignment(h, i) as f64).collect();
         close(&format!("{what} a[{h}]"), &a, &flat(&bank["a"][h]));
         // Both sides store f16, so the stored scores agree exactly.
@@ -124,7 +125,8 @@ fn protocon_matches_the_pytorch_reference() {
         let slots = u32s(&r["indices"]);
         let q_w = f32s(&r["q_w"]);
         // Scores before f16 storage, from the same (pure) assignment `cluster` makes.
-        for (h, a) in pc.kmeans().assign(&q_w).iter().enumerate() {
+        let before_update = pc.kmeans().assign(&q_w);
+        for (h, a) in before_update.iter().enumerate() {
             close(&format!("{what} score[{h}]"), &as64(&a.score), &flat(&r["score"][h]));
         }
         let assigned = pc.cluster(&slots, &q_w).unwrap();
