@@ -112,6 +112,32 @@ pub struct ProtoConConfig {
 }
 
 impl ProtoConConfig {
+    /// The paper's defaults (protocon.md s.7) for a problem of this size: T 0.1, target T/5,
+    /// lambda 20, gamma 0.9, alpha 0.8, tau 0.95, refinement after 20 epochs, debiasing,
+    /// weighted cluster labels, all loss weights 1.
+    pub fn paper(classes: usize, dim: usize, clusters: usize, heads: usize, samples: usize) -> Self {
+        ProtoConConfig {
+            classes,
+            dim,
+            clusters,
+            heads,
+            samples,
+            temperature: 0.1,
+            target_temperature: 0.02,
+            dual_lr: 20.0,
+            gamma: 0.9,
+            alpha: 0.8,
+            threshold: 0.95,
+            refine_after_epochs: 20,
+            prior: PriorCorrection::default(),
+            cluster_labels: ClusterLabels::Weighted,
+            center_momentum: 0.9,
+            weights: LossWeights::default(),
+            mask_from: MaskFrom::Refined,
+            seed: 0,
+        }
+    }
+
     pub fn kmeans(&self) -> KMeansConfig {
         KMeansConfig { clusters: self.clusters, heads: self.heads, dim: self.dim, dual_lr: self.dual_lr, gamma: self.gamma }
     }

@@ -5,7 +5,7 @@
 
 use super::Spread;
 use anyhow::ensure;
-use protocon::protocon::{ClusterLabels, LossWeights, MaskFrom, PriorCorrection, ProtoCon, ProtoConConfig};
+use protocon::protocon::{ProtoCon, ProtoConConfig};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use std::time::Instant;
@@ -51,26 +51,7 @@ fn mb(bytes: f64) -> f64 {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.samples >= args.batch && args.batch > 0 && args.steps > 0, "need --samples >= --batch > 0 and --steps > 0");
-    let cfg = ProtoConConfig {
-        classes: args.classes,
-        dim: args.dim,
-        clusters: args.clusters,
-        heads: args.heads,
-        samples: args.samples,
-        temperature: 0.1,
-        target_temperature: 0.02,
-        dual_lr: 20.0,
-        gamma: 0.9,
-        alpha: 0.8,
-        threshold: 0.95,
-        refine_after_epochs: 20,
-        prior: PriorCorrection::default(),
-        cluster_labels: ClusterLabels::Weighted,
-        center_momentum: 0.9,
-        weights: LossWeights::default(),
-        mask_from: MaskFrom::Refined,
-        seed: 0,
-    };
+    let cfg = ProtoConConfig::paper(args.classes, args.dim, args.clusters, args.heads, args.samples);
     let rss_before = protocon::rss::current_rss_bytes();
     let mut pc = ProtoCon::new(cfg)?;
     let bytes = pc.bytes();

@@ -14,7 +14,7 @@ use protocon::loss;
 use protocon::model::{Arch, Mode, Network};
 use protocon::ops::Kernels;
 use protocon::optim::{Sgd, SgdConfig};
-use protocon::protocon::{ClusterLabels, LossWeights, MaskFrom, PriorCorrection, ProtoCon, ProtoConConfig, StepInputs};
+use protocon::protocon::{ProtoCon, ProtoConConfig, StepInputs};
 use rand::{RngExt as _, SeedableRng};
 use std::time::Instant;
 
@@ -77,25 +77,10 @@ enum Baseline {
 
 fn protocon_state(args: &Args) -> anyhow::Result<ProtoCon> {
     Ok(ProtoCon::new(ProtoConConfig {
-        classes: args.classes,
-        dim: args.projection_dim,
-        clusters: args.clusters,
-        heads: 1,
-        samples: args.bank_samples,
-        temperature: 0.1,
-        target_temperature: 0.02,
-        dual_lr: 20.0,
-        gamma: 0.9,
-        alpha: 0.8,
         // Everything passes (as in the FixMatch step), with refinement on: the busiest step.
         threshold: 0.0,
         refine_after_epochs: 0,
-        prior: PriorCorrection::default(),
-        cluster_labels: ClusterLabels::Weighted,
-        center_momentum: 0.9,
-        weights: LossWeights::default(),
-        mask_from: MaskFrom::Refined,
-        seed: 0,
+        ..ProtoConConfig::paper(args.classes, args.projection_dim, args.clusters, 1, args.bank_samples)
     })?)
 }
 
