@@ -28,6 +28,7 @@ run() { # variant seed
   case $variant in
     supervised|fixmatch|protocon) extra=(--set "algorithm=$variant") ;;
     protocon-mask-pw) extra=(--set algorithm=protocon --set protocon.mask_from=classifier) ;;
+    protocon-dual-lr-2.5) extra=(--set algorithm=protocon --set protocon.dual_lr=2.5) ;;
     *) echo "unknown variant $variant" >&2; return 1 ;;
   esac
   local dir="$OUT/$variant-$seed"

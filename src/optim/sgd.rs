@@ -58,10 +58,13 @@ impl Sgd {
         let SgdConfig { lr, momentum, weight_decay, nesterov } = self.config;
         for (p, buf) in self.params.iter().zip(&mut self.buffers) {
             let Some(grad) = grads.get(&p.var) else { continue };
-            let value = p.var.as_tensor();
+            // Detached: arithmetic on the variable itself records an op, and a momentum buffer
+            // built from it would keep the previous step's buffer alive, and that one the one
+            // before — one copy of every buffer per step, for the whole run.
+            let value = p.var.as_tensor().detach();
             let mut g = grad.detach();
             if weight_decay != 0.0 && p.kind == ParamKind::Weight {
-                g = (g + (value * weight_decay)?)?;
+                g = (g + (&value * weight_decay)?)?;
             }
             let d = if momentum != 0.0 {
                 let b = match buf.take() {
@@ -74,7 +77,7 @@ impl Sgd {
             } else {
                 g
             };
-            p.var.set(&(value - (d * lr)?)?)?;
+            p.var.set(&(&value - (d * lr)?)?)?;
         }
         Ok(())
     }
@@ -147,6 +150,8 @@ mod tests {
             assert!((got_b - want_b).abs() < 1e-12, "{got_b} vs {want_b}");
         }
         assert_eq!(opt.state().len(), 2);
+        // The buffers are plain values: no autograd history chaining one step to the last.
+        assert!(opt.state().iter().all(|(_, t)| !t.track_op()), "momentum buffers must not record ops");
     }
 
     #[test]
