@@ -80,12 +80,7 @@ impl ClassPrior {
                 while self.recent.len() > window.max(1) {
                     self.recent.pop_front();
                 }
-                let n = self.recent.len() as f32;
-                let mut prior = vec![0f32; c];
-                for m in &self.recent {
-                    prior.iter_mut().zip(m).for_each(|(p, v)| *p += v);
-                }
-                prior.iter_mut().for_each(|p| *p /= n);
+                let prior = self.estimate();
                 let mut pw = probs;
                 for row in pw.chunks_mut(c) {
                     row.iter_mut().zip(&prior).for_each(|(v, p)| *v /= p);
@@ -113,8 +108,9 @@ impl ClassPrior {
             PriorCorrection::DistributionAlignment { .. } => {
                 let mut p = vec![0f32; self.classes];
                 for m in &self.recent {
-                    p.iter_mut().zip(m).for_each(|(p, v)| *p += v / self.recent.len() as f32);
+                    p.iter_mut().zip(m).for_each(|(p, v)| *p += v);
                 }
+                p.iter_mut().for_each(|p| *p /= self.recent.len() as f32);
                 p
             }
         }
