@@ -310,6 +310,8 @@ def record():
         "COLOR_041": PIL.ImageEnhance.Color(img).enhance(0.41),
         "CONTRAST_032": PIL.ImageEnhance.Contrast(img).enhance(0.32),
         "BRIGHTNESS_086": PIL.ImageEnhance.Brightness(img).enhance(0.86),
+        # RandomResizedCrop's crop-then-resize: box (left 1, top 1, 4 x 3) to 3 x 5
+        "RESIZED_CROP": img.crop((1, 1, 5, 4)).resize((3, 5), Image.BILINEAR),
     }
     for name, out in outs.items():
         data = list(out.tobytes())

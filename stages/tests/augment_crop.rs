@@ -25,9 +25,12 @@ fn reflect_padding_mirrors_without_repeating_the_edge() {
 
 #[test]
 fn flip_mirrors_pixels_not_bytes() {
-    let mut img = Image::new(3, 1, 3, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
+    let mut img = Image::new(3, 2, 3, (1..=18).collect()).unwrap();
     geometry::flip_horizontal(&mut img);
-    assert_eq!(img.data(), &[7, 8, 9, 4, 5, 6, 1, 2, 3]);
+    assert_eq!(img.data(), &[7, 8, 9, 4, 5, 6, 1, 2, 3, 16, 17, 18, 13, 14, 15, 10, 11, 12]);
+    let mut gray = Image::new(2, 2, 1, vec![1, 2, 3, 4]).unwrap();
+    geometry::flip_horizontal(&mut gray);
+    assert_eq!(gray.data(), &[2, 1, 4, 3]);
 }
 
 /// Pixel values that identify their (x, y): R = x, G = y, B = 7.

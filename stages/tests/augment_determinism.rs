@@ -1,7 +1,9 @@
 //! Same seed, same pixels: whatever the processing order, the chunking into workers or the
 //! number of threads (architecture.md, "Determinism").
 
-use protocon_stages::augment::{AugmentConfig, AugmentRegistry, AugmentedViews, Augmenter, Image, Workspace};
+use protocon_stages::augment::{
+    AugmentConfig, AugmentRegistry, AugmentedViews, Augmenter, DrawKey, Image, Workspace,
+};
 use std::sync::Arc;
 
 const SAMPLES: u64 = 300;
@@ -98,6 +100,32 @@ fn seed_epoch_and_view_all_matter() {
         differ += usize::from(views.strong[0] != views.strong[1]);
     }
     assert!(differ >= 45, "strong views should almost always differ: {differ}/50");
+}
+
+#[test]
+fn chains_reading_the_source_equal_copy_then_apply() {
+    // `Chain::apply_from` lets a leading crop read the decoded sample in place; it must give
+    // what copying the sample and applying the chain gives, with the same applied-ops log.
+    let registry = AugmentRegistry::with_builtins();
+    let mut configs = vec![AugmentConfig::cifar(), AugmentConfig::large(24), AugmentConfig::simclr(24)];
+    // A chain whose first op has no override (the default `apply_from`).
+    configs.push(AugmentConfig::from_toml_str("weak = [\"flip\", \"crop\"]\nstrong = [\"cutout\"]").unwrap());
+    let mut ws = Workspace::new();
+    for config in configs {
+        for specs in [&config.weak, &config.strong] {
+            let chain = registry.build_chain(specs).unwrap();
+            for index in 0..60 {
+                let src = sample(index);
+                let key = DrawKey::new(77, 1, index, 0);
+                let (mut direct, mut direct_log) = (Image::filled(3, 3, 3, 9).unwrap(), Vec::new());
+                chain.apply_from(&src, &mut direct, key, &mut ws, &mut direct_log);
+                let (mut copied, mut copied_log) = (src.clone(), Vec::new());
+                chain.apply(&mut copied, key, &mut ws, &mut copied_log);
+                assert_eq!(direct, copied, "{:?} sample {index}", chain);
+                assert_eq!(direct_log, copied_log, "{:?} sample {index}", chain);
+            }
+        }
+    }
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! outputs recorded from Pillow 13.0 on one textured image (recorded with
 //! `benches/reference/randaugment_pil.py`'s ops; no Python is needed to run these tests).
 
-use protocon_stages::augment::{cutout, enhance, geometry, tone, Image, OpParam, RandAugmentOp};
+use protocon_stages::augment::{crop, cutout, enhance, geometry, tone, Image, OpParam, RandAugmentOp};
 
 fn gray(w: usize, h: usize, data: &[u8]) -> Image {
     Image::new(w, h, 1, data.to_vec()).unwrap()
@@ -303,6 +303,52 @@ const BRIGHTNESS_086: [u8; 90] = [
     186, 213, 19, 147, 173, 200, 43, 70, 97, 160, 187, 214, 57, 84, 110, 174, 201, 7, 71, 98, 124, 196, 2, 29, 104,
     130, 157, 12, 38, 65, 140, 166, 193, 48, 74, 101, 176, 202, 9,
 ];
+// img.crop((1, 1, 5, 4)).resize((3, 5), BILINEAR): RandomResizedCrop's crop-then-resize,
+// shrinking in x (4 -> 3) and enlarging in y (3 -> 5)
+const RESIZED_CROP: [u8; 45] = [
+    123, 154, 185, 76, 107, 138, 208, 60, 91, 153, 112, 143, 112, 92, 123, 178, 71, 102, 197, 49, 80, 166, 69, 100,
+    134, 88, 119, 134, 93, 124, 143, 122, 153, 151, 151, 75, 92, 123, 154, 127, 158, 189, 162, 193, 45,
+];
+
+#[test]
+fn resized_crop_matches_pillow_and_reads_only_the_window() {
+    let src = textured();
+    let window = crop::CropBox { left: 1, top: 1, width: 4, height: 3 };
+    let (mut out, mut resizer) = (Image::default(), fast_image_resize::Resizer::new());
+    crop::resized_crop_into(&src, window, 3, 5, &mut out, &mut resizer);
+    assert_eq!((out.width(), out.height(), out.channels()), (3, 5, 3));
+    // fast_image_resize rounds its intermediate rows differently from Pillow: 2 of the 45
+    // values come out one level higher.
+    let worst = out.data().iter().zip(RESIZED_CROP).map(|(a, b)| a.abs_diff(b)).max().unwrap();
+    let off = out.data().iter().zip(RESIZED_CROP).filter(|(a, b)| **a != *b).count();
+    assert!(worst <= 1 && off <= 2, "{off} values off Pillow, by up to {worst} levels: {:?}", out.data());
+    // Pixels outside the window must not leak in through the filter's support.
+    let mut painted = src.clone();
+    for y in 0..5 {
+        for x in 0..6 {
+            if !(1..5).contains(&x) || !(1..4).contains(&y) {
+                painted.pixel_mut(x, y).fill(255);
+            }
+        }
+    }
+    let mut again = Image::default();
+    crop::resized_crop_into(&painted, window, 3, 5, &mut again, &mut resizer);
+    assert_eq!(again, out);
+    // And a larger case equals resizing a copy of the window, bit for bit.
+    let big = Image::new(97, 61, 3, (0..97 * 61 * 3).map(|i| (i * 7 % 253) as u8).collect()).unwrap();
+    let window = crop::CropBox { left: 13, top: 9, width: 55, height: 38 };
+    let mut copied = Image::filled(55, 38, 3, 0).unwrap();
+    for y in 0..38 {
+        copied.row_mut(y).copy_from_slice(&big.row(9 + y)[13 * 3..68 * 3]);
+    }
+    let whole = crop::CropBox { left: 0, top: 0, width: 55, height: 38 };
+    let (mut direct, mut via_copy) = (Image::default(), Image::default());
+    for (w, h) in [(24, 24), (80, 50)] {
+        crop::resized_crop_into(&big, window, w, h, &mut direct, &mut resizer);
+        crop::resized_crop_into(&copied, whole, w, h, &mut via_copy, &mut resizer);
+        assert_eq!(direct, via_copy, "{w}x{h}");
+    }
+}
 
 #[test]
 fn match_pillow_recordings() {

@@ -99,9 +99,8 @@ impl Augmenter {
     /// [`Augmenter::WEAK_VIEW`], the strong chain for any other view id. Applied ops are
     /// appended to `log`.
     pub fn view(&self, src: &Image, key: DrawKey, ws: &mut Workspace, out: &mut Image, log: &mut Vec<AppliedOp>) {
-        out.copy_from(src);
         let chain = if key.view == Self::WEAK_VIEW { &self.weak } else { &self.strong };
-        chain.apply(out, key, ws, log);
+        chain.apply_from(src, out, key, ws, log);
     }
 
     /// Builds the weak view of sample `index` in `epoch` into `out`; applied ops are

@@ -62,12 +62,39 @@ impl Chain {
     /// * `ws`: the calling worker's buffers.
     /// * `log`: applied ops are appended (it is not cleared).
     pub fn apply(&self, img: &mut Image, key: DrawKey, ws: &mut Workspace, log: &mut Vec<AppliedOp>) {
-        for (slot, element) in self.elements.iter().enumerate() {
-            let mut ctx = AugContext::new(key.rng(slot as u64), ws, log, &element.name);
-            element.op.apply(img, &mut ctx);
-            if !ctx.handled() {
-                log.push(AppliedOp { name: OpName::Registered(element.name.clone()), magnitude: None, value: None });
-            }
+        for slot in 0..self.elements.len() {
+            self.run(slot, key, ws, log, |op, ctx| op.apply(img, ctx));
+        }
+    }
+
+    /// Builds the view of `src` into `out`: the same result as copying `src` into `out` and
+    /// calling [`Chain::apply`], but the first element reads `src` itself
+    /// ([`Augmentation::apply_from`]), so a leading crop never copies the whole source.
+    pub fn apply_from(&self, src: &Image, out: &mut Image, key: DrawKey, ws: &mut Workspace, log: &mut Vec<AppliedOp>) {
+        if self.elements.is_empty() {
+            return out.copy_from(src);
+        }
+        self.run(0, key, ws, log, |op, ctx| op.apply_from(src, out, ctx));
+        for slot in 1..self.elements.len() {
+            self.run(slot, key, ws, log, |op, ctx| op.apply(out, ctx));
+        }
+    }
+
+    /// Runs element `slot` with its random stream, recording it under its name if the op
+    /// recorded nothing itself.
+    fn run(
+        &self,
+        slot: usize,
+        key: DrawKey,
+        ws: &mut Workspace,
+        log: &mut Vec<AppliedOp>,
+        op: impl FnOnce(&dyn Augmentation, &mut AugContext<'_>),
+    ) {
+        let element = &self.elements[slot];
+        let mut ctx = AugContext::new(key.rng(slot as u64), ws, log, &element.name);
+        op(&*element.op, &mut ctx);
+        if !ctx.handled() {
+            log.push(AppliedOp { name: OpName::Registered(element.name.clone()), magnitude: None, value: None });
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The weak augmentation's geometry (protocon.md s.2): random crop with reflect padding,
 //! horizontal flip, and RandomResizedCrop for large images.
 
-use super::{AugContext, AugRng, AugmentError, Augmentation, Image, Workspace};
+use super::{AugContext, AugRng, AugmentError, Augmentation, Image};
 use fast_image_resize as fir;
 use serde::{Deserialize, Serialize};
 
@@ -91,21 +91,31 @@ impl ReflectCrop {
     }
 
     fn crop(&self, img: &mut Image, ctx: &mut AugContext<'_>) {
-        let pad = padding_px(self.padding, img);
+        let scratch = std::mem::take(&mut ctx.workspace().scratch);
+        let src = std::mem::replace(img, scratch);
+        self.crop_from(&src, img, ctx);
+        ctx.workspace().scratch = src;
+    }
+
+    /// The crop of `src` written into `out`.
+    fn crop_from(&self, src: &Image, out: &mut Image, ctx: &mut AugContext<'_>) {
+        let pad = padding_px(self.padding, src);
         let (left, top) = draw_crop(ctx.rng(), pad);
         ctx.record_builtin("Crop", None, None);
         if pad == 0 {
-            return;
+            return out.copy_from(src);
         }
-        let scratch = &mut ctx.workspace().scratch;
-        reflect_crop_into(img, scratch, pad, left, top);
-        std::mem::swap(img, scratch);
+        reflect_crop_into(src, out, pad, left, top);
     }
 }
 
 impl Augmentation for ReflectCrop {
     fn apply(&self, img: &mut Image, ctx: &mut AugContext<'_>) {
         self.crop(img, ctx);
+    }
+
+    fn apply_from(&self, src: &Image, out: &mut Image, ctx: &mut AugContext<'_>) {
+        self.crop_from(src, out, ctx);
     }
 }
 
@@ -176,6 +186,11 @@ impl Augmentation for CropFlip {
     fn apply(&self, img: &mut Image, ctx: &mut AugContext<'_>) {
         ReflectCrop { padding: self.padding }.crop(img, ctx);
         HorizontalFlip { p: self.p }.flip(img, ctx);
+    }
+
+    fn apply_from(&self, src: &Image, out: &mut Image, ctx: &mut AugContext<'_>) {
+        ReflectCrop { padding: self.padding }.crop_from(src, out, ctx);
+        HorizontalFlip { p: self.p }.flip(out, ctx);
     }
 }
 
@@ -256,41 +271,44 @@ impl RandomResizedCrop {
 /// Resizes the `crop` window of `src` to `out_w` x `out_h` into `dst` with
 /// `fast_image_resize`'s bilinear convolution (antialiased like PIL's `resize(BILINEAR)`).
 ///
-/// The window is first copied into `window`: torchvision crops, *then* resizes, so the
-/// filter support stops at the crop's edges; resizing a crop box inside the full image
-/// would blend in pixels from outside the box (up to 20 levels off on small crops).
-pub fn resized_crop_into(
-    src: &Image,
-    crop: CropBox,
-    out_w: usize,
-    out_h: usize,
-    dst: &mut Image,
-    window: &mut Image,
-    resizer: &mut fir::Resizer,
-) {
+/// The source is a cropped *view* (`fir::images::CroppedImage`), whose rows are the window's
+/// rows only: torchvision crops, *then* resizes, so the filter support must stop at the
+/// crop's edges. (A crop box in the resize options would instead blend in pixels from outside
+/// the box, up to 20 levels off on small crops.) The view reads `src` in place, so nothing is
+/// copied before the resize.
+pub fn resized_crop_into(src: &Image, crop: CropBox, out_w: usize, out_h: usize, dst: &mut Image, resizer: &mut fir::Resizer) {
     let c = src.channels();
-    window.reshape(crop.width, crop.height, c);
-    for y in 0..crop.height {
-        let row = &src.row(crop.top + y)[crop.left * c..(crop.left + crop.width) * c];
-        window.row_mut(y).copy_from_slice(row);
-    }
     let pixel = if c == 1 { fir::PixelType::U8 } else { fir::PixelType::U8x3 };
     dst.reshape(out_w, out_h, c);
-    let src_view = fir::images::ImageRef::new(crop.width as u32, crop.height as u32, window.data(), pixel)
-        .expect("window sized above");
+    let whole = fir::images::ImageRef::new(src.width() as u32, src.height() as u32, src.data(), pixel)
+        .expect("an Image's buffer matches its size");
+    let window =
+        fir::images::CroppedImage::new(&whole, crop.left as u32, crop.top as u32, crop.width as u32, crop.height as u32)
+            .expect("draw_box keeps the crop inside the image");
     let mut dst_view = fir::images::Image::from_slice_u8(out_w as u32, out_h as u32, dst.data_mut(), pixel)
         .expect("buffer sized above");
     let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
-    resizer.resize(&src_view, &mut dst_view, &options).expect("same pixel type, non-empty images");
+    resizer.resize(&window, &mut dst_view, &options).expect("same pixel type, non-empty images");
+}
+
+impl RandomResizedCrop {
+    /// Draws the window for `src`, records it, and writes the resized crop into `out`.
+    fn crop_from(&self, src: &Image, out: &mut Image, ctx: &mut AugContext<'_>) {
+        let crop = self.draw_box(ctx.rng(), src.width(), src.height());
+        let area = (crop.width * crop.height) as f32 / (src.width() * src.height()) as f32;
+        ctx.record_builtin("ResizedCrop", None, Some(area));
+        resized_crop_into(src, crop, self.size, self.size, out, &mut ctx.workspace().resizer);
+    }
 }
 
 impl Augmentation for RandomResizedCrop {
     fn apply(&self, img: &mut Image, ctx: &mut AugContext<'_>) {
-        let crop = self.draw_box(ctx.rng(), img.width(), img.height());
-        let area = (crop.width * crop.height) as f32 / (img.width() * img.height()) as f32;
-        ctx.record_builtin("ResizedCrop", None, Some(area));
-        let Workspace { scratch, window, resizer, .. } = ctx.workspace();
-        resized_crop_into(img, crop, self.size, self.size, scratch, window, resizer);
-        std::mem::swap(img, scratch);
+        let mut out = std::mem::take(&mut ctx.workspace().scratch);
+        self.crop_from(img, &mut out, ctx);
+        ctx.workspace().scratch = std::mem::replace(img, out);
+    }
+
+    fn apply_from(&self, src: &Image, out: &mut Image, ctx: &mut AugContext<'_>) {
+        self.crop_from(src, out, ctx);
     }
 }
