@@ -6,20 +6,22 @@
 # sides round by round on the same inputs and prints every round's ratio and the ratio of the
 # medians.
 #
-#   benches/reference/compare_augment.sh [--rounds R] [--view V]... -- ARGS...
+#   benches/reference/compare_augment.sh [--rounds R] [--images N] [--view V]... -- ARGS...
 #
 # ARGS go to both sides (e.g. `--source jpeg --size 224 --data /tmp/jpegs420`, or `--size 32`).
-# The Rust side times `--images` (default 1000 for JPEG, 20000 otherwise); PIL times half as many,
-# since it is slower. Environment: PROTOCON (default target/release/protocon; build it with
+# The Rust side times N images per run (default 1000 for JPEG, 20000 otherwise); PIL times half
+# as many, since it is slower. Environment: PROTOCON (default target/release/protocon; build it with
 # `cargo build --release`), PIL_PYTHON (default /tmp/pil/bin/python, a venv with pillow and numpy).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 rounds=3
+images=
 views=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
+    --images) images="$2"; shift 2 ;;
     --view) views+=("$2"); shift 2 ;;
     --) shift; break ;;
     *) echo "unknown option $1 (put the bench arguments after --)" >&2; exit 2 ;;
@@ -31,8 +33,10 @@ python="${PIL_PYTHON:-/tmp/pil/bin/python}"
 [ -x "$protocon" ] || { echo "no $protocon: run cargo build --release, or set PROTOCON" >&2; exit 2; }
 "$python" -c "import PIL, numpy" || { echo "$python lacks pillow/numpy: set PIL_PYTHON" >&2; exit 2; }
 
-images=20000
-for a in "$@"; do [ "$a" = jpeg ] && images=1000; done
+if [ -z "$images" ]; then
+  images=20000
+  for a in "$@"; do [ "$a" = jpeg ] && images=1000; done
+fi
 
 field() { "$python" -c "import json, sys; d = json.load(sys.stdin); print(d$1)"; }
 
