@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The Fashion-MNIST-40 study (issue 6): supervised-only vs FixMatch vs ProtoCon, 3 seeds each,
 # equal step budgets, splits made with `protocon data split`. Diagnostic variants:
-# protocon-dual-lr-2.5 (dual learning rate scaled to this batch and K) and protocon-mask-pw (mask
-# from the classifier's confidence, an option beyond the paper). Writes runs under $OUT, an overlay
-# figure and a summary table (docs/results.md is written from it by hand). Finished runs (a `done`
-# file) are skipped, so the script resumes.
+# protocon-dual-lr-2.5 (dual learning rate scaled to this batch and K), protocon-mask-pw (mask from
+# the classifier's confidence, an option beyond the paper) and protocon-dual-lr-2.5-mask-pw (both).
+# Writes runs under $OUT, an overlay figure and a summary table (docs/results.md is written from it
+# by hand). Finished runs (a `done` file) are skipped, so the script resumes.
 #
 #   scripts/study.sh                                   # the three algorithms, seeds 0 1 2, 2 at a time
 #   SEEDS="0" VARIANTS="protocon-dual-lr-2.5" scripts/study.sh
@@ -31,6 +31,7 @@ run() { # variant seed
     supervised|fixmatch|protocon) extra=(--set "algorithm=$variant") ;;
     protocon-mask-pw) extra=(--set algorithm=protocon --set protocon.mask_from=classifier) ;;
     protocon-dual-lr-2.5) extra=(--set algorithm=protocon --set protocon.dual_lr=2.5) ;;
+    protocon-dual-lr-2.5-mask-pw) extra=(--set algorithm=protocon --set protocon.dual_lr=2.5 --set protocon.mask_from=classifier) ;;
     *) echo "unknown variant $variant" >&2; return 1 ;;
   esac
   local dir="$OUT/$variant-$seed"
