@@ -2,7 +2,8 @@
 # The Fashion-MNIST-40 study (issue 6): supervised-only vs FixMatch vs ProtoCon, 3 seeds each,
 # equal step budgets, splits made with `protocon data split`. Diagnostic variants:
 # protocon-dual-lr-2.5 (dual learning rate scaled to this batch and K), protocon-mask-pw (mask from
-# the classifier's confidence, an option beyond the paper) and protocon-dual-lr-2.5-mask-pw (both).
+# the classifier's confidence, an option beyond the paper) and protocon-dual-lr-2.5-mask-pw (both);
+# ablations of the latter: protocon-both-no-lc (weight_c = 0), protocon-both-no-lp (Lp_x, Lp_u off).
 # Writes runs under $OUT, an overlay figure and a summary table (docs/results.md is written from it
 # by hand). Finished runs (a `done` file) are skipped, so the script resumes.
 #
@@ -32,6 +33,8 @@ run() { # variant seed
     protocon-mask-pw) extra=(--set algorithm=protocon --set protocon.mask_from=classifier) ;;
     protocon-dual-lr-2.5) extra=(--set algorithm=protocon --set protocon.dual_lr=2.5) ;;
     protocon-dual-lr-2.5-mask-pw) extra=(--set algorithm=protocon --set protocon.dual_lr=2.5 --set protocon.mask_from=classifier) ;;
+    protocon-both-no-lc) extra=(--set algorithm=protocon --set protocon.dual_lr=2.5 --set protocon.mask_from=classifier --set protocon.weight_c=0) ;;
+    protocon-both-no-lp) extra=(--set algorithm=protocon --set protocon.dual_lr=2.5 --set protocon.mask_from=classifier --set protocon.weight_px=0 --set protocon.weight_pu=0) ;;
     *) echo "unknown variant $variant" >&2; return 1 ;;
   esac
   local dir="$OUT/$variant-$seed"
