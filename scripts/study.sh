@@ -28,13 +28,14 @@ done
 
 run() { # variant seed
   local variant=$1 seed=$2 extra=()
+  local both=(--set algorithm=protocon --set protocon.dual_lr=2.5 --set protocon.mask_from=classifier)
   case $variant in
     supervised|fixmatch|protocon) extra=(--set "algorithm=$variant") ;;
     protocon-mask-pw) extra=(--set algorithm=protocon --set protocon.mask_from=classifier) ;;
     protocon-dual-lr-2.5) extra=(--set algorithm=protocon --set protocon.dual_lr=2.5) ;;
-    protocon-dual-lr-2.5-mask-pw) extra=(--set algorithm=protocon --set protocon.dual_lr=2.5 --set protocon.mask_from=classifier) ;;
-    protocon-both-no-lc) extra=(--set algorithm=protocon --set protocon.dual_lr=2.5 --set protocon.mask_from=classifier --set protocon.weight_c=0) ;;
-    protocon-both-no-lp) extra=(--set algorithm=protocon --set protocon.dual_lr=2.5 --set protocon.mask_from=classifier --set protocon.weight_px=0 --set protocon.weight_pu=0) ;;
+    protocon-dual-lr-2.5-mask-pw) extra=("${both[@]}") ;;
+    protocon-both-no-lc) extra=("${both[@]}" --set protocon.weight_c=0) ;;
+    protocon-both-no-lp) extra=("${both[@]}" --set protocon.weight_px=0 --set protocon.weight_pu=0) ;;
     *) echo "unknown variant $variant" >&2; return 1 ;;
   esac
   local dir="$OUT/$variant-$seed"
