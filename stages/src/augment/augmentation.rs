@@ -144,6 +144,14 @@ impl<'a> AugContext<'a> {
         self.log.push(AppliedOp { name: OpName::Builtin(name), magnitude, value });
     }
 
+    /// Replaces `img` with what `build` writes from it into the scratch image (the old pixels
+    /// become the scratch): how an op that has [`Augmentation::apply_from`] runs in place.
+    pub(crate) fn rebuild(&mut self, img: &mut Image, build: impl FnOnce(&Image, &mut Image, &mut Self)) {
+        let mut out = std::mem::take(&mut self.workspace.scratch);
+        build(img, &mut out, self);
+        self.workspace.scratch = std::mem::replace(img, out);
+    }
+
     /// Both the scratch image and the resizer, for built-in ops.
     pub(crate) fn workspace(&mut self) -> &mut Workspace {
         self.workspace

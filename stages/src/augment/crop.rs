@@ -91,10 +91,7 @@ impl ReflectCrop {
     }
 
     fn crop(&self, img: &mut Image, ctx: &mut AugContext<'_>) {
-        let scratch = std::mem::take(&mut ctx.workspace().scratch);
-        let src = std::mem::replace(img, scratch);
-        self.crop_from(&src, img, ctx);
-        ctx.workspace().scratch = src;
+        ctx.rebuild(img, |src, out, ctx| self.crop_from(src, out, ctx));
     }
 
     /// The crop of `src` written into `out`.
@@ -303,9 +300,7 @@ impl RandomResizedCrop {
 
 impl Augmentation for RandomResizedCrop {
     fn apply(&self, img: &mut Image, ctx: &mut AugContext<'_>) {
-        let mut out = std::mem::take(&mut ctx.workspace().scratch);
-        self.crop_from(img, &mut out, ctx);
-        ctx.workspace().scratch = std::mem::replace(img, out);
+        ctx.rebuild(img, |src, out, ctx| self.crop_from(src, out, ctx));
     }
 
     fn apply_from(&self, src: &Image, out: &mut Image, ctx: &mut AugContext<'_>) {
