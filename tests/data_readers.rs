@@ -374,6 +374,38 @@ fn corrupt_image_file_is_named() {
 }
 
 #[test]
+fn truncated_jpeg_in_a_folder_is_named() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("a")).unwrap();
+    let jpg = std::fs::read(fixture("jpeg/rgb420.jpg")).unwrap();
+    std::fs::write(root.path().join("a/1.jpg"), &jpg).unwrap();
+    let bad = root.path().join("a/2.jpg");
+    std::fs::write(&bad, &jpg[..jpg.len() / 2]).unwrap();
+    let e = DatasetSpec::new(DatasetKind::Folder, root.path()).load(Subset::Train, &LoadOptions::new()).unwrap_err();
+    assert!(matches!(e, DataError::Jpeg { ref path, .. } if *path == bad), "{e}");
+    assert!(e.to_string().contains("2.jpg") && e.to_string().contains("JPEG"), "{e}");
+}
+
+#[test]
+fn folder_jpegs_hold_the_pixels_pillow_decodes() {
+    // One colour and one gray JPEG, both read as RGB at their own size (21x13): the pixels are
+    // Pillow's `convert("RGB")` of the files, recorded by `randaugment_pil.py record-jpeg`.
+    let root = tempfile::tempdir().unwrap();
+    for (class, name) in [("a", "rgb420"), ("b", "gray")] {
+        std::fs::create_dir(root.path().join(class)).unwrap();
+        std::fs::copy(fixture(&format!("jpeg/{name}.jpg")), root.path().join(class).join("x.jpg")).unwrap();
+    }
+    let data = DatasetSpec::new(DatasetKind::Folder, root.path()).load(Subset::Train, &LoadOptions::new()).unwrap();
+    assert_eq!((data.len(), data.height(), data.width(), data.channels()), (2, 13, 21, 3));
+    assert_eq!(data.image(0), &std::fs::read(fixture("jpeg/rgb420.rgb")).unwrap()[..]);
+    assert_eq!(data.image(1), &std::fs::read(fixture("jpeg/gray.rgb")).unwrap()[..]);
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+#[test]
 fn folder_train_test_layout_shares_train_classes() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();

@@ -22,7 +22,9 @@ Only Pillow and numpy are needed (torchvision's PIL code paths are reproduced in
     protocon bench augment --source jpeg --size 224 --data /tmp/jpegs420
 
 `randaugment_pil.py record` prints the Pillow outputs hard-coded in
-`stages/tests/augment_ops.rs` (how those constants were made).
+`stages/tests/augment_ops.rs` (how those constants were made); `randaugment_pil.py
+record-jpeg DIR` writes the JPEG files and Pillow's decoded pixels that `src/data/jpeg.rs`
+tests against (tests/fixtures/jpeg).
 """
 
 import argparse
@@ -318,9 +320,38 @@ def record():
         print(f"const {name}: [u8; {len(data)}] = {data};")
 
 
+def record_jpeg(out_dir):
+    """Small JPEGs of the kinds photos come in, and what Pillow decodes them to.
+
+    Each NAME.jpg gets NAME.rgb: `Image.open(NAME.jpg).convert("RGB")` as raw bytes (HWC),
+    the pixels torchvision's `pil_loader` hands to the transforms. Odd sizes cover partial
+    MCUs at the right and bottom edges.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    h, w = 13, 21
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([(xx * 11 + yy * 3) % 256, (yy * 17 + xx * xx) % 256, (xx * yy * 5 + 40) % 256], -1)
+    cases = {
+        "rgb420": (Image.fromarray(rgb.astype(np.uint8), "RGB"), dict(quality=80, subsampling=2)),
+        "rgb444": (Image.fromarray(rgb.astype(np.uint8), "RGB"), dict(quality=90, subsampling=0)),
+        "progressive": (Image.fromarray(rgb.astype(np.uint8), "RGB"), dict(quality=75, progressive=True)),
+        "gray": (Image.fromarray(rgb[:, :, 1].astype(np.uint8), "L"), dict(quality=85)),
+        "cmyk": (Image.fromarray(np.dstack([rgb, rgb[:, :, :1] // 2]).astype(np.uint8), "CMYK"), dict(quality=90)),
+    }
+    for name, (img, options) in cases.items():
+        path = os.path.join(out_dir, name + ".jpg")
+        img.save(path, "JPEG", **options)
+        decoded = Image.open(path).convert("RGB")
+        with open(os.path.join(out_dir, name + ".rgb"), "wb") as f:
+            f.write(decoded.tobytes())
+        print(f"{path}: {decoded.size[0]}x{decoded.size[1]}, {os.path.getsize(path)} bytes")
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "record":
         return record()
+    if len(sys.argv) > 2 and sys.argv[1] == "record-jpeg":
+        return record_jpeg(sys.argv[2])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--view", choices=["weak", "strong", "both"], default="strong",
                    help="both: weak + strong view of each sample from one decode (rates count samples)")

@@ -40,6 +40,9 @@ pub enum DataError {
     /// An image file could not be decoded.
     #[error("{path}: could not decode image: {source}")]
     Image { path: PathBuf, source: image::ImageError },
+    /// A JPEG file could not be decoded.
+    #[error("{path}: could not decode image: {source}")]
+    Jpeg { path: PathBuf, source: super::jpeg::JpegError },
     /// An image does not have the size of the others and no target size was configured.
     #[error("{path}: image is {found}, expected {expected} like the first image; set a target size to resize")]
     ImageSize { path: PathBuf, expected: String, found: String },

@@ -3,11 +3,13 @@
 //! The sample index must not depend on the order the file system lists entries in, so classes
 //! are sorted by directory name and files by file name (byte-wise). Images are decoded to RGB
 //! (grey files too, so one folder may mix both) and brought to the configured size per file.
+//! JPEG files decode to the pixels Pillow gives (see [`super::jpeg`]), PNG files through `image`.
 //!
 //! A root that holds a `train/` directory is read as `root/{train,test}/<class>/<file>`; the
 //! classes are those of `train/`, so labels agree between the subsets even when the test side
 //! lacks a class. Otherwise the whole root is the train subset and there is no test subset.
 
+use super::jpeg::{self, Jpeg};
 use super::transform::ImageFitter;
 use super::{DataError, Dataset, LoadOptions, Subset};
 use std::path::{Path, PathBuf};
@@ -78,10 +80,8 @@ pub fn load_dir(root: &Path, subset: Subset, options: &LoadOptions, name: &str) 
     let [height, width] = match options.size {
         Some(size) => size,
         None => {
-            let first = &files[0].0;
-            let (w, h) =
-                image::image_dimensions(first).map_err(|e| DataError::Image { path: first.clone(), source: e })?;
-            [h as usize, w as usize]
+            let (h, w) = dimensions(&files[0].0)?;
+            [h, w]
         }
     };
     let pixels = decode_all(&files, [height, width], options)?;
@@ -157,14 +157,7 @@ fn decode_chunk(
     let mut out = Vec::with_capacity(files.len() * height * width * 3);
     let mut fitter: Option<((usize, usize), ImageFitter)> = None;
     for (path, _) in files {
-        let image = image::ImageReader::open(path)
-            .map_err(|e| DataError::io(path, e))?
-            .with_guessed_format()
-            .map_err(|e| DataError::io(path, e))?
-            .decode()
-            .map_err(|e| DataError::Image { path: path.clone(), source: e })?
-            .into_rgb8();
-        let shape = (image.height() as usize, image.width() as usize);
+        let (image, shape) = decode_rgb(path)?;
         if !fit_any_size && shape != (height, width) {
             return Err(DataError::ImageSize {
                 path: path.clone(),
@@ -184,7 +177,38 @@ fn decode_chunk(
                 &mut slot.insert((shape, f)).1
             }
         };
-        fitter.fit(image.as_raw(), &mut out)?;
+        fitter.fit(&image, &mut out)?;
     }
     Ok(out)
+}
+
+/// Reads and decodes one file to RGB, returning its pixels (HWC) and (height, width). The format
+/// is told by the content, not the extension.
+fn decode_rgb(path: &Path) -> Result<(Vec<u8>, (usize, usize)), DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if jpeg::is_jpeg(&bytes) {
+        let jpeg_error = |source| DataError::Jpeg { path: path.to_path_buf(), source };
+        let jpeg = Jpeg::parse(&bytes).map_err(jpeg_error)?.rgb();
+        let pixels = jpeg.decode().map_err(jpeg_error)?;
+        return Ok((pixels, (jpeg.height(), jpeg.width())));
+    }
+    let image = image::load_from_memory(&bytes)
+        .map_err(|e| DataError::Image { path: path.to_path_buf(), source: e })?
+        .into_rgb8();
+    let shape = (image.height() as usize, image.width() as usize);
+    Ok((image.into_raw(), shape))
+}
+
+/// (height, width) of an image file, from its headers.
+fn dimensions(path: &Path) -> Result<(usize, usize), DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if jpeg::is_jpeg(&bytes) {
+        let jpeg = Jpeg::parse(&bytes).map_err(|source| DataError::Jpeg { path: path.to_path_buf(), source })?;
+        return Ok((jpeg.height(), jpeg.width()));
+    }
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| DataError::io(path, e))?;
+    let (w, h) = reader.into_dimensions().map_err(|e| DataError::Image { path: path.to_path_buf(), source: e })?;
+    Ok((h as usize, w as usize))
 }

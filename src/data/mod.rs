@@ -25,6 +25,7 @@ mod error;
 pub mod fetch;
 pub mod folder;
 pub mod idx;
+pub mod jpeg;
 mod spec;
 mod split;
 mod transform;

@@ -1,10 +1,12 @@
 //! Decoding encoded files (JPEG, PNG) into an [`Image`], and encoding for previews and
-//! benchmark fixtures, through the `image` crate.
+//! benchmark fixtures. JPEG decodes through [`protocon::data::jpeg`] (Pillow's pixels, the
+//! fastest decoder we measured), everything else through the `image` crate.
 //!
 //! Decoding writes straight into the caller's buffer when the file's pixels are already
 //! 8-bit gray or RGB (the common case), so a reader worker allocates nothing per image.
 
 use super::{enhance, AugmentError, Image};
+use protocon::data::jpeg::{self, Jpeg, JpegError};
 use image::{ColorType, ExtendedColorType, ImageDecoder, ImageEncoder, ImageReader};
 use std::io::Cursor;
 
@@ -14,7 +16,7 @@ pub fn decode_into(bytes: &[u8], out: &mut Image, channels: usize) -> Result<(),
     if channels != 1 && channels != 3 {
         return Err(AugmentError::Channels(channels));
     }
-    if bytes.starts_with(&JPEG_MAGIC) {
+    if jpeg::is_jpeg(bytes) {
         decode_jpeg_into(bytes, out)?;
     } else {
         decode_other_into(bytes, out)?;
@@ -23,32 +25,13 @@ pub fn decode_into(bytes: &[u8], out: &mut Image, channels: usize) -> Result<(),
     Ok(())
 }
 
-/// The start-of-image marker and the first byte of the next marker.
-const JPEG_MAGIC: [u8; 3] = [0xFF, 0xD8, 0xFF];
-
-/// JPEG straight through zune-jpeg (the decoder `image` uses): `image`'s wrapper copies the
-/// file and parses its headers twice (Huffman tables included), which is 2-3% of a 500x375
-/// decode, and decoding dominates the per-sample cost of the ImageNet-style pipeline.
+/// JPEG through [`protocon::data::jpeg`]: the pixels Pillow decodes the file to, written
+/// straight into `out`.
 fn decode_jpeg_into(bytes: &[u8], out: &mut Image) -> Result<(), AugmentError> {
-    use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
-    let err = |e: zune_jpeg::errors::DecodeErrors| AugmentError::Decode(format!("JPEG: {e}"));
-    // `image`'s settings: lenient about recoverable stream errors, no size limit.
-    let options = DecoderOptions::default()
-        .set_strict_mode(false)
-        .set_max_width(usize::MAX)
-        .set_max_height(usize::MAX);
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-    decoder.decode_headers().map_err(err)?;
-    let (w, h) = decoder.dimensions().expect("headers were decoded");
-    if w == 0 || h == 0 {
-        return Err(AugmentError::Empty { width: w, height: h });
-    }
-    // Gray stays gray; YCbCr, RGB, CMYK and YCCK come out as RGB.
-    let gray = matches!(decoder.input_colorspace(), Some(ColorSpace::Luma));
-    let (space, c) = if gray { (ColorSpace::Luma, 1) } else { (ColorSpace::RGB, 3) };
-    decoder.set_options(options.jpeg_set_out_colorspace(space));
-    out.reshape(w, h, c);
-    decoder.decode_into(out.data_mut()).map_err(err)
+    let err = |e: JpegError| AugmentError::Decode(e.to_string());
+    let jpeg = Jpeg::parse(bytes).map_err(err)?;
+    out.reshape(jpeg.width(), jpeg.height(), jpeg.channels());
+    jpeg.decode_into(out.data_mut()).map_err(err)
 }
 
 /// Every other format `image` reads (PNG here).
@@ -156,19 +139,22 @@ mod tests {
     }
 
     #[test]
-    fn jpeg_decodes_as_image_crate_does() {
-        // The direct zune-jpeg path against `image`'s own decoding of the same bytes.
-        let rgb = Image::new(37, 21, 3, (0..37 * 21 * 3).map(|i| (i * 31 % 253) as u8).collect()).unwrap();
-        let gray = Image::new(19, 23, 1, (0..19 * 23).map(|i| (i * 7 % 251) as u8).collect()).unwrap();
-        for img in [rgb, gray] {
-            let jpg = encode_jpeg(&img, 85).unwrap();
-            let mut ours = Image::default();
-            decode_into(&jpg, &mut ours, img.channels()).unwrap();
-            let theirs = image::load_from_memory(&jpg).unwrap();
-            let expected = if img.channels() == 3 { theirs.to_rgb8().into_raw() } else { theirs.to_luma8().into_raw() };
-            assert_eq!((ours.width(), ours.height(), ours.channels()), (img.width(), img.height(), img.channels()));
-            assert_eq!(ours.data(), &expected[..]);
-        }
+    fn jpeg_decodes_to_pillows_pixels() {
+        // Recorded by `randaugment_pil.py record-jpeg`: Pillow's `convert("RGB")` of each file.
+        let rgb420 = include_bytes!("../../../tests/fixtures/jpeg/rgb420.jpg");
+        let gray = include_bytes!("../../../tests/fixtures/jpeg/gray.jpg");
+        let pil_rgb420 = include_bytes!("../../../tests/fixtures/jpeg/rgb420.rgb");
+        let pil_gray = include_bytes!("../../../tests/fixtures/jpeg/gray.rgb");
+        let mut out = Image::default();
+        decode_into(rgb420, &mut out, 3).unwrap();
+        assert_eq!((out.width(), out.height(), out.channels()), (21, 13, 3));
+        assert_eq!(out.data(), &pil_rgb420[..]);
+        // Gray stays one channel (Pillow's "L"), and replicates to RGB when asked.
+        decode_into(gray, &mut out, 1).unwrap();
+        let pil_l: Vec<u8> = pil_gray.iter().step_by(3).copied().collect();
+        assert_eq!(out.data(), &pil_l[..]);
+        decode_into(gray, &mut out, 3).unwrap();
+        assert_eq!(out.data(), &pil_gray[..]);
     }
 
     #[test]
