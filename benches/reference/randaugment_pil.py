@@ -255,6 +255,8 @@ def one_view(args, img, view):
 def one_image(args, item):
     """One sample: decode (jpeg source), then the requested view(s) from the same pixels."""
     img = Image.open(io.BytesIO(item)).convert("RGB") if args.source == "jpeg" else item
+    if args.decode_only:
+        return [img]
     views = ["weak", "strong"] if args.view == "both" else [args.view]
     return [one_view(args, img, v) for v in views]
 
@@ -274,7 +276,7 @@ def bench(args):
             rates.append(images / wall)
     result = {
         "benchmark": "augment_pil",
-        "view": args.view,
+        "view": "decode" if args.decode_only else args.view,
         "source": args.source,
         "size": args.size,
         "images": images,
@@ -288,7 +290,8 @@ def bench(args):
         print(json.dumps(result))
     else:
         r = result["images_per_s"]
-        print(f"PIL {PIL.__version__} {args.view} view, {args.source} {args.size}px, one thread: "
+        what = "decode only" if args.decode_only else f"{args.view} view"
+        print(f"PIL {PIL.__version__} {what}, {args.source} {args.size}px, one thread: "
               f"{r['median']:.0f} images/s ({r['min']:.0f}..{r['max']:.0f}), "
               f"median of {args.repeats} after {args.warmup} warm-up, {images} images/run")
 
@@ -360,6 +363,8 @@ def main():
     p.add_argument("--data", help="directory of images (synthetic: decoded once; jpeg: decoded per image)")
     p.add_argument("--write-jpegs", help="jpeg source without --data: also write the 64 synthetic "
                    "(4:2:0) JPEGs here, to run `protocon bench augment --data` on the same files")
+    p.add_argument("--decode-only", action="store_true",
+                   help="jpeg source: time Image.open(...).convert('RGB') alone (no view)")
     p.add_argument("--images", type=int, default=0, help="images per run (default 20000, jpeg 1000)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
