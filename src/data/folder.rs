@@ -190,7 +190,7 @@ fn decode_rgb(path: &Path) -> Result<(Vec<u8>, (usize, usize)), DataError> {
         let jpeg_error = |source| DataError::Jpeg { path: path.to_path_buf(), source };
         let jpeg = Jpeg::parse(&bytes).map_err(jpeg_error)?.rgb();
         let pixels = jpeg.decode().map_err(jpeg_error)?;
-        return Ok((pixels, (jpeg.height(), jpeg.width())));
+        return Ok((pixels, (jpeg.frame().height, jpeg.frame().width)));
     }
     let image = image::load_from_memory(&bytes)
         .map_err(|e| DataError::Image { path: path.to_path_buf(), source: e })?
@@ -204,7 +204,7 @@ fn dimensions(path: &Path) -> Result<(usize, usize), DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     if jpeg::is_jpeg(&bytes) {
         let jpeg = Jpeg::parse(&bytes).map_err(|source| DataError::Jpeg { path: path.to_path_buf(), source })?;
-        return Ok((jpeg.height(), jpeg.width()));
+        return Ok((jpeg.frame().height, jpeg.frame().width));
     }
     let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()

@@ -30,7 +30,8 @@ pub fn decode_into(bytes: &[u8], out: &mut Image, channels: usize) -> Result<(),
 fn decode_jpeg_into(bytes: &[u8], out: &mut Image) -> Result<(), AugmentError> {
     let err = |e: JpegError| AugmentError::Decode(e.to_string());
     let jpeg = Jpeg::parse(bytes).map_err(err)?;
-    out.reshape(jpeg.width(), jpeg.height(), jpeg.channels());
+    let frame = jpeg.frame();
+    out.reshape(frame.width, frame.height, frame.channels);
     jpeg.decode_into(out.data_mut()).map_err(err)
 }
 
