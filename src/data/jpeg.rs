@@ -135,7 +135,10 @@ mod tests {
         };
     }
 
-    fn fixtures() -> [(&'static str, (&'static [u8], &'static [u8])); 5] {
+    /// (file bytes, Pillow's RGB pixels).
+    type Fixture = (&'static [u8], &'static [u8]);
+
+    fn fixtures() -> [(&'static str, Fixture); 5] {
         [
             ("rgb420", fixture!("rgb420")),
             ("rgb444", fixture!("rgb444")),
