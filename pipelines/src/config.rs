@@ -3,6 +3,7 @@
 //! overrides any field (dotted path, value in TOML syntax; bare words are strings).
 
 use anyhow::{bail, Context as _};
+use protocon::data::Fit;
 use protocon::model::Arch;
 use protocon::protocon::{ClusterLabels, LossWeights, MaskFrom, PriorCorrection, ProtoConConfig};
 use protocon_stages::augment::AugmentConfig;
@@ -167,9 +168,15 @@ pub struct DataSection {
     /// A split file from `protocon data split`; without it the split is made from `seed`.
     #[serde(default)]
     pub split: Option<PathBuf>,
-    /// Bring images to `size x size`: pad (when smaller, e.g. 28 -> 32) or resize.
+    /// Bring images to `size x size`, the way `fit` says.
     #[serde(default)]
     pub size: Option<usize>,
+    /// How images reach `size`: `"pad"` (centred on a black canvas, pixels unchanged; images
+    /// must not be larger, e.g. 28 -> 32 for (Fashion-)MNIST) or `"resize"` (bilinear,
+    /// antialiased when shrinking). Default: `"resize"` for `folder:` data sets, whose files come
+    /// in any size, `"pad"` for the built-in ones.
+    #[serde(default)]
+    pub fit: Option<Fit>,
     /// Expand grey images to 3 channels.
     #[serde(default = "yes")]
     pub rgb: bool,

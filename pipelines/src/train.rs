@@ -57,8 +57,8 @@ pub fn load_data(config: &RunConfig, subset: Subset) -> anyhow::Result<protocon:
     }
     let mut options = LoadOptions::new().rgb(config.data.rgb);
     if let Some(s) = config.data.size {
-        options = options.size(s, s);
-        options.fit = Fit::Pad;
+        let default_fit = if spec.kind() == DatasetKind::Folder { Fit::Resize } else { Fit::Pad };
+        options = options.size(s, s).fit(config.data.fit.unwrap_or(default_fit));
     }
     let data = spec.load(subset, &options)?;
     let limit = match subset {
@@ -261,4 +261,36 @@ pub fn add_cluster_stage(p: &mut PipelineBuilder, config: &RunConfig, compute: &
 /// The run directory for a config when `--out` is not given.
 pub fn default_out(config: &RunConfig) -> PathBuf {
     Path::new("runs").join(&config.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_CONFIG;
+
+    /// `data.size` on a folder of images larger than it: resized by default, and `fit = "pad"`
+    /// is refused with a message that names the key to change.
+    #[test]
+    fn folder_images_are_resized_to_data_size_unless_pad_is_asked_for() {
+        let root = std::env::temp_dir().join(format!("protocon-fit-{}", std::process::id()));
+        for (class, value) in [("a", 40u8), ("b", 200)] {
+            std::fs::create_dir_all(root.join(class)).unwrap();
+            for i in 0..3 {
+                let img = image::RgbImage::from_pixel(40, 30, image::Rgb([value, value / 2, i * 20]));
+                img.save(root.join(class).join(format!("{i}.png"))).unwrap();
+            }
+        }
+        let config = |extra: &[&str]| {
+            let mut sets = vec![format!("data.dataset=folder:{}", root.display()), "data.size=16".into()];
+            sets.extend(extra.iter().map(|s| s.to_string()));
+            RunConfig::parse(DEFAULT_CONFIG, "test", &sets).unwrap()
+        };
+        let data = load_data(&config(&[]), Subset::Train).unwrap();
+        assert_eq!((data.len(), data.height(), data.width(), data.channels()), (6, 16, 16, 3));
+        // A flat colour stays that colour through a bilinear resize.
+        assert_eq!(&data.image(3)[..3], &[200, 100, 0]);
+        let err = load_data(&config(&["data.fit=\"pad\""]), Subset::Train).unwrap_err();
+        assert!(format!("{err:#}").contains("data.fit"), "{err:#}");
+        std::fs::remove_dir_all(&root).ok();
+    }
 }

@@ -113,7 +113,7 @@ impl ImageFitter {
         if (th, tw) != (h, w) {
             match options.fit {
                 Fit::Pad if th < h || tw < w => {
-                    return Err(fail("padding cannot shrink an image; use fit = resize".into()))
+                    return Err(fail("padding cannot shrink an image; use fit = resize (`data.fit` in a run config)".into()))
                 }
                 Fit::Resize if pixel_type(c).is_none() => {
                     return Err(fail(format!("cannot resize images of {c} channels")))
