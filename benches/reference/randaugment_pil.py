@@ -21,6 +21,11 @@ Only Pillow and numpy are needed (torchvision's PIL code paths are reproduced in
     /tmp/pil/bin/python benches/reference/randaugment_pil.py --source jpeg --size 224 --write-jpegs /tmp/jpegs420
     protocon bench augment --source jpeg --size 224 --data /tmp/jpegs420
 
+At 224 px Pillow's per-image allocations sit above glibc's mmap threshold and may be mapped and
+unmapped each time, which slows it by up to 30% in some processes; for its fastest (and steadiest)
+figures run it as `compare_augment.sh` does, with MALLOC_MMAP_THRESHOLD_=67108864
+MALLOC_TRIM_THRESHOLD_=134217728 in the environment.
+
 `randaugment_pil.py record` prints the Pillow outputs hard-coded in
 `stages/tests/augment_ops.rs` (how those constants were made); `randaugment_pil.py
 record-jpeg DIR` writes the JPEG files and Pillow's decoded pixels that `src/data/jpeg.rs`
