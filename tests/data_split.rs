@@ -177,3 +177,32 @@ fn tampered_split_files_are_rejected_with_the_reason() {
     let (_, e) = load_edited(&split, &data, |j| j["extra"] = 1.into());
     assert!(matches!(e, DataError::SplitParse { .. }), "{e}");
 }
+
+#[test]
+fn a_folder_split_needs_only_the_listing_and_fits_the_loaded_folder() {
+    // Images of several sizes (a folder that cannot load without a target size): the listing
+    // alone labels them, in the order the loader uses.
+    let root = tempfile::tempdir().unwrap();
+    for (class, sizes) in [("cat", [(8u32, 6u32), (5, 9), (8, 6)]), ("ant", [(4, 4), (7, 3), (4, 4)])] {
+        std::fs::create_dir(root.path().join(class)).unwrap();
+        for (i, (w, h)) in sizes.into_iter().enumerate() {
+            image::RgbImage::from_pixel(w, h, image::Rgb([i as u8 * 50, 0, 0]))
+                .save(root.path().join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let spec = DatasetSpec::new(DatasetKind::Folder, root.path());
+    let labels = spec.load_labels(Subset::Train).unwrap();
+    assert_eq!(labels.len(), 6);
+    let split = Split::balanced(&labels, 2, 5).unwrap();
+    assert_eq!(split.dataset(), spec.to_string());
+    let path = root.path().join("split.json");
+    split.save(&path).unwrap();
+    // The loaded folder (brought to one size) has the same labels: the split file fits it.
+    let data = spec.load(Subset::Train, &LoadOptions::new().size(4, 4)).unwrap();
+    assert_eq!(protocon::data::Labelled::labels(&labels), data.labels());
+    assert_eq!(data.classes(), ["ant", "cat"]);
+    assert_eq!(Split::load(&path, &data).unwrap(), split);
+    // Without a size the folder itself refuses to load, but its labels were enough.
+    assert!(spec.load(Subset::Train, &LoadOptions::new()).is_err());
+}

@@ -109,8 +109,8 @@ pub fn prepare(config: &RunConfig, out: &Path) -> anyhow::Result<Prepared> {
     let train_data = Arc::new(load_data(config, Subset::Train)?);
     let test_data = load_data(config, Subset::Test)?;
     let split = match &config.data.split {
-        Some(path) => Split::load(path, &train_data)?,
-        None => Split::balanced(&train_data, config.data.labels_per_class, config.seed)?,
+        Some(path) => Split::load(path, &*train_data)?,
+        None => Split::balanced(&*train_data, config.data.labels_per_class, config.seed)?,
     };
     split.save(out.join("split.json"))?;
     let norm = Normalization::of(&train_data);

@@ -11,7 +11,7 @@
 
 use super::jpeg::{self, Jpeg};
 use super::transform::ImageFitter;
-use super::{DataError, Dataset, LoadOptions, Subset};
+use super::{DataError, Dataset, LabelSet, LoadOptions, Subset};
 use std::path::{Path, PathBuf};
 
 /// Image file extensions that are read (case-insensitive); other files are ignored.
@@ -19,6 +19,31 @@ pub const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 /// Loads a subset of an image folder. See the module documentation for the layout.
 pub fn load_dir(root: &Path, subset: Subset, options: &LoadOptions, name: &str) -> Result<Dataset, DataError> {
+    let (files, classes) = list(root, subset)?;
+    let [height, width] = match options.size {
+        Some(size) => size,
+        None => {
+            let (h, w) = dimensions(&files[0].0)?;
+            [h, w]
+        }
+    };
+    let pixels = decode_all(&files, [height, width], options)?;
+    let labels = files.iter().map(|(_, l)| *l).collect();
+    Dataset::new(name, (height, width, 3), pixels, labels, classes)
+}
+
+/// The labels of a subset of an image folder, from its directory listing alone (no file is
+/// opened): the same samples, in the same order, as [`load_dir`] loads.
+pub fn load_labels(root: &Path, subset: Subset, name: &str) -> Result<LabelSet, DataError> {
+    let (files, classes) = list(root, subset)?;
+    Ok(LabelSet::new(name.to_string(), files.iter().map(|(_, l)| *l).collect(), classes))
+}
+
+/// The image files of a subset with their labels, in sample order.
+type LabeledFiles = Vec<(PathBuf, u16)>;
+
+/// The image files of a subset with their labels, in sample order, and the class names.
+fn list(root: &Path, subset: Subset) -> Result<(LabeledFiles, Vec<String>), DataError> {
     if !root.is_dir() {
         return Err(DataError::Missing {
             path: root.to_path_buf(),
@@ -76,17 +101,7 @@ pub fn load_dir(root: &Path, subset: Subset, options: &LoadOptions, name: &str) 
     if files.is_empty() {
         return Err(DataError::Missing { path: subset_root, expected: "class directories with images".into() });
     }
-
-    let [height, width] = match options.size {
-        Some(size) => size,
-        None => {
-            let (h, w) = dimensions(&files[0].0)?;
-            [h, w]
-        }
-    };
-    let pixels = decode_all(&files, [height, width], options)?;
-    let labels = files.iter().map(|(_, l)| *l).collect();
-    Dataset::new(name, (height, width, 3), pixels, labels, classes)
+    Ok((files, classes))
 }
 
 /// Names of the non-hidden subdirectories, sorted.

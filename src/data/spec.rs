@@ -3,7 +3,7 @@
 //! Configs, split files and the command line all name data sets the same way, so a split made
 //! with `protocon data split --dataset cifar10:/data/c10` records exactly what to load again.
 
-use super::{cifar, folder, idx, CifarKind, DataError, Dataset, LoadOptions, Subset};
+use super::{cifar, folder, idx, CifarKind, DataError, Dataset, LabelSet, LoadOptions, Subset};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -126,6 +126,16 @@ impl DatasetSpec {
             DatasetKind::Folder => return folder::load_dir(&dir, subset, options, &name),
         };
         options.apply(data)
+    }
+
+    /// The labels of a subset, for drawing or checking a label split: an image folder's come
+    /// from its directory listing without decoding a file (so its images may differ in size);
+    /// the built-in formats are read whole, as [`load`](Self::load) does.
+    pub fn load_labels(&self, subset: Subset) -> Result<LabelSet, DataError> {
+        match self.kind {
+            DatasetKind::Folder => folder::load_labels(&self.resolved_dir(), subset, &self.to_string()),
+            _ => self.load(subset, &LoadOptions::new()).map(LabelSet::from),
+        }
     }
 }
 

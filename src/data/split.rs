@@ -7,7 +7,7 @@
 //! set's labels, so using it with another data set (or another version of it) fails loudly
 //! instead of training on the wrong labels.
 
-use super::{atomic, DataError, Dataset};
+use super::{atomic, DataError, Labelled};
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -46,8 +46,8 @@ impl Split {
     /// ChaCha8's output stream is fixed by its specification.
     ///
     /// Fails with [`DataError::ClassTooSmall`] if a class has fewer samples than requested.
-    pub fn balanced(data: &Dataset, labels_per_class: usize, seed: u64) -> Result<Split, DataError> {
-        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); data.num_classes()];
+    pub fn balanced(data: &impl Labelled, labels_per_class: usize, seed: u64) -> Result<Split, DataError> {
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); data.classes().len()];
         for (i, &label) in data.labels().iter().enumerate() {
             by_class[label as usize].push(i);
         }
@@ -69,14 +69,14 @@ impl Split {
             labeled.extend_from_slice(&members[..labels_per_class]);
         }
         labeled.sort_unstable();
-        let unlabeled = complement(&labeled, data.len());
+        let unlabeled = complement(&labeled, data.labels().len());
         Ok(Split {
             version: SPLIT_FORMAT_VERSION,
             dataset: data.name().to_string(),
             seed,
             labels_per_class,
-            num_classes: data.num_classes(),
-            num_samples: data.len(),
+            num_classes: data.classes().len(),
+            num_samples: data.labels().len(),
             labels_sha256: labels_sha256(data.labels()),
             labeled,
             unlabeled,
@@ -85,7 +85,7 @@ impl Split {
 
     /// Reads a split file and checks it against `data`: sizes, index ranges, disjointness and
     /// coverage, balance, and the label checksum. Errors name the file and the mismatch.
-    pub fn load(path: impl AsRef<Path>, data: &Dataset) -> Result<Split, DataError> {
+    pub fn load(path: impl AsRef<Path>, data: &impl Labelled) -> Result<Split, DataError> {
         let path = path.as_ref();
         let text = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
         let split: Split =
@@ -128,33 +128,33 @@ impl Split {
         format!("{{\n{}\n}}\n", body.join(",\n"))
     }
 
-    fn check(&self, data: &Dataset) -> Result<(), Mismatch> {
+    fn check(&self, data: &impl Labelled) -> Result<(), Mismatch> {
         let other = |s: String| Err(Mismatch::Other(s));
         if self.version != SPLIT_FORMAT_VERSION {
             return other(format!("format version: expected {SPLIT_FORMAT_VERSION}, found {}", self.version));
         }
-        if self.num_samples != data.len() {
-            return other(format!("number of samples: split has {}, data set has {}", self.num_samples, data.len()));
+        if self.num_samples != data.labels().len() {
+            return other(format!("number of samples: split has {}, data set has {}", self.num_samples, data.labels().len()));
         }
-        if self.num_classes != data.num_classes() {
+        if self.num_classes != data.classes().len() {
             return other(format!(
                 "number of classes: split has {}, data set has {}",
                 self.num_classes,
-                data.num_classes()
+                data.classes().len()
             ));
         }
         let found = labels_sha256(data.labels());
         if found != self.labels_sha256 {
             return Err(Mismatch::Checksum { expected: self.labels_sha256.clone(), found });
         }
-        let mut seen = vec![false; data.len()];
+        let mut seen = vec![false; data.labels().len()];
         for (list, name) in [(&self.labeled, "labeled"), (&self.unlabeled, "unlabeled")] {
             if let Some(w) = list.windows(2).find(|w| w[0] >= w[1]) {
                 return other(format!("{name} indices must be strictly increasing, found {} then {}", w[0], w[1]));
             }
             for &i in list.iter() {
                 match seen.get_mut(i) {
-                    None => return other(format!("{name} index {i} out of range: expected < {}", data.len())),
+                    None => return other(format!("{name} index {i} out of range: expected < {}", data.labels().len())),
                     Some(true) => return other(format!("index {i} is both labeled and unlabeled")),
                     Some(s) => *s = true,
                 }
@@ -163,12 +163,12 @@ impl Split {
         if let Some(missing) = seen.iter().position(|s| !s) {
             return other(format!(
                 "index {missing} is neither labeled nor unlabeled (expected the two lists to cover 0..{})",
-                data.len()
+                data.labels().len()
             ));
         }
-        let mut per_class = vec![0usize; data.num_classes()];
+        let mut per_class = vec![0usize; data.classes().len()];
         for &i in &self.labeled {
-            per_class[data.label(i) as usize] += 1;
+            per_class[data.labels()[i] as usize] += 1;
         }
         if let Some((c, &n)) = per_class.iter().enumerate().find(|(_, &n)| n != self.labels_per_class) {
             return other(format!(

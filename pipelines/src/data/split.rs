@@ -2,7 +2,7 @@
 //! rest unlabeled.
 
 use anyhow::Context;
-use protocon::data::{DatasetSpec, LoadOptions, Split, Subset};
+use protocon::data::{DatasetSpec, Split, Subset};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -25,8 +25,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let data =
-        args.dataset.load(Subset::Train, &LoadOptions::new()).with_context(|| format!("loading {}", args.dataset))?;
+    // Labels only: a folder's come from its listing, without decoding (or sizing) an image.
+    let data = args.dataset.load_labels(Subset::Train).with_context(|| format!("loading {}", args.dataset))?;
     let data = match args.limit {
         Some(n) => data.truncate(n),
         None => data,
