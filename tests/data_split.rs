@@ -193,7 +193,7 @@ fn a_folder_split_needs_only_the_listing_and_fits_the_loaded_folder() {
     }
     let spec = DatasetSpec::new(DatasetKind::Folder, root.path());
     let labels = spec.load_labels(Subset::Train).unwrap();
-    assert_eq!(labels.len(), 6);
+    assert_eq!(protocon::data::Labelled::num_samples(&labels), 6);
     let split = Split::balanced(&labels, 2, 5).unwrap();
     assert_eq!(split.dataset(), spec.to_string());
     let path = root.path().join("split.json");

@@ -16,6 +16,16 @@ pub trait Labelled {
     fn labels(&self) -> &[u16];
     /// Class names, by label.
     fn classes(&self) -> &[String];
+
+    /// Number of samples.
+    fn num_samples(&self) -> usize {
+        self.labels().len()
+    }
+
+    /// Number of classes.
+    fn num_classes(&self) -> usize {
+        self.classes().len()
+    }
 }
 
 /// Labels and class names without pixels.
@@ -40,15 +50,6 @@ impl LabelSet {
         self
     }
 
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether there are no samples.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
 }
 
 impl From<Dataset> for LabelSet {

@@ -47,7 +47,7 @@ impl Split {
     ///
     /// Fails with [`DataError::ClassTooSmall`] if a class has fewer samples than requested.
     pub fn balanced(data: &impl Labelled, labels_per_class: usize, seed: u64) -> Result<Split, DataError> {
-        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); data.classes().len()];
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); data.num_classes()];
         for (i, &label) in data.labels().iter().enumerate() {
             by_class[label as usize].push(i);
         }
@@ -69,14 +69,14 @@ impl Split {
             labeled.extend_from_slice(&members[..labels_per_class]);
         }
         labeled.sort_unstable();
-        let unlabeled = complement(&labeled, data.labels().len());
+        let unlabeled = complement(&labeled, data.num_samples());
         Ok(Split {
             version: SPLIT_FORMAT_VERSION,
             dataset: data.name().to_string(),
             seed,
             labels_per_class,
-            num_classes: data.classes().len(),
-            num_samples: data.labels().len(),
+            num_classes: data.num_classes(),
+            num_samples: data.num_samples(),
             labels_sha256: labels_sha256(data.labels()),
             labeled,
             unlabeled,
@@ -133,28 +133,28 @@ impl Split {
         if self.version != SPLIT_FORMAT_VERSION {
             return other(format!("format version: expected {SPLIT_FORMAT_VERSION}, found {}", self.version));
         }
-        if self.num_samples != data.labels().len() {
-            return other(format!("number of samples: split has {}, data set has {}", self.num_samples, data.labels().len()));
+        if self.num_samples != data.num_samples() {
+            return other(format!("number of samples: split has {}, data set has {}", self.num_samples, data.num_samples()));
         }
-        if self.num_classes != data.classes().len() {
+        if self.num_classes != data.num_classes() {
             return other(format!(
                 "number of classes: split has {}, data set has {}",
                 self.num_classes,
-                data.classes().len()
+                data.num_classes()
             ));
         }
         let found = labels_sha256(data.labels());
         if found != self.labels_sha256 {
             return Err(Mismatch::Checksum { expected: self.labels_sha256.clone(), found });
         }
-        let mut seen = vec![false; data.labels().len()];
+        let mut seen = vec![false; data.num_samples()];
         for (list, name) in [(&self.labeled, "labeled"), (&self.unlabeled, "unlabeled")] {
             if let Some(w) = list.windows(2).find(|w| w[0] >= w[1]) {
                 return other(format!("{name} indices must be strictly increasing, found {} then {}", w[0], w[1]));
             }
             for &i in list.iter() {
                 match seen.get_mut(i) {
-                    None => return other(format!("{name} index {i} out of range: expected < {}", data.labels().len())),
+                    None => return other(format!("{name} index {i} out of range: expected < {}", data.num_samples())),
                     Some(true) => return other(format!("index {i} is both labeled and unlabeled")),
                     Some(s) => *s = true,
                 }
@@ -163,10 +163,10 @@ impl Split {
         if let Some(missing) = seen.iter().position(|s| !s) {
             return other(format!(
                 "index {missing} is neither labeled nor unlabeled (expected the two lists to cover 0..{})",
-                data.labels().len()
+                data.num_samples()
             ));
         }
-        let mut per_class = vec![0usize; data.classes().len()];
+        let mut per_class = vec![0usize; data.num_classes()];
         for &i in &self.labeled {
             per_class[data.labels()[i] as usize] += 1;
         }
