@@ -53,6 +53,19 @@ pub trait Augmentation: Send + Sync {
         out.copy_from(src);
         self.apply(out, ctx);
     }
+
+    /// How many rows, from the top, [`Augmentation::apply_from`] will read of a `width x
+    /// height` source when `rng` is the stream it will be given; `None` (the default) means
+    /// it may read any.
+    ///
+    /// A decoder then stops after those rows ([`Chain::rows_read`](super::Chain::rows_read)):
+    /// a random crop near the top of a photo never pays for decoding its bottom. An override
+    /// must make the same draws `apply_from` makes, so that it describes the very crop
+    /// `apply_from` will take.
+    fn rows_read(&self, width: usize, height: usize, rng: &mut AugRng) -> Option<usize> {
+        let _ = (width, height, rng);
+        None
+    }
 }
 
 impl<F> Augmentation for F

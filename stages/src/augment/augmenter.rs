@@ -99,8 +99,22 @@ impl Augmenter {
     /// [`Augmenter::WEAK_VIEW`], the strong chain for any other view id. Applied ops are
     /// appended to `log`.
     pub fn view(&self, src: &Image, key: DrawKey, ws: &mut Workspace, out: &mut Image, log: &mut Vec<AppliedOp>) {
-        let chain = if key.view == Self::WEAK_VIEW { &self.weak } else { &self.strong };
-        chain.apply_from(src, out, key, ws, log);
+        self.chain(key).apply_from(src, out, key, ws, log);
+    }
+
+    /// How many rows, from the top, [`Augmenter::view`] will read of a `width x height`
+    /// source for the view `key` ([`Chain::rows_read`]).
+    pub fn rows_read(&self, width: usize, height: usize, key: DrawKey) -> usize {
+        self.chain(key).rows_read(width, height, key)
+    }
+
+    /// The chain that builds the view `key`.
+    fn chain(&self, key: DrawKey) -> &Chain {
+        if key.view == Self::WEAK_VIEW {
+            &self.weak
+        } else {
+            &self.strong
+        }
     }
 
     /// Builds the weak view of sample `index` in `epoch` into `out`; applied ops are

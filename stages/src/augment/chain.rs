@@ -80,6 +80,14 @@ impl Chain {
         }
     }
 
+    /// How many rows, from the top, [`Chain::apply_from`] will read of a `width x height`
+    /// source for the view `key`: what its first element reports
+    /// ([`Augmentation::rows_read`]), else every row. A decoder may stop there.
+    pub fn rows_read(&self, width: usize, height: usize, key: DrawKey) -> usize {
+        let first = self.elements.first().and_then(|e| e.op.rows_read(width, height, &mut key.rng(0)));
+        first.unwrap_or(height).min(height)
+    }
+
     /// Runs element `slot` with its random stream, recording it under its name if the op
     /// recorded nothing itself.
     fn run(

@@ -13,11 +13,24 @@ use std::io::Cursor;
 /// Decodes `bytes` (format guessed from the content) into `out` with `channels` channels
 /// (1: gray, converted with PIL's luma; 3: RGB, gray files replicated).
 pub fn decode_into(bytes: &[u8], out: &mut Image, channels: usize) -> Result<(), AugmentError> {
+    decode_top_into(bytes, out, channels, |_, height| height)
+}
+
+/// Like [`decode_into`], but only rows `0..rows(width, height)` of `out` need hold the image:
+/// the rest is unspecified. A JPEG file then stops decoding below them
+/// ([`Jpeg::decode_top_into`]); give it [`Augmenter::rows_read`](super::Augmenter::rows_read)
+/// of the views to be built, and they come out exactly as from the full decode.
+pub fn decode_top_into(
+    bytes: &[u8],
+    out: &mut Image,
+    channels: usize,
+    rows: impl FnOnce(usize, usize) -> usize,
+) -> Result<(), AugmentError> {
     if channels != 1 && channels != 3 {
         return Err(AugmentError::Channels(channels));
     }
     if jpeg::is_jpeg(bytes) {
-        decode_jpeg_into(bytes, out)?;
+        decode_jpeg_into(bytes, out, rows)?;
     } else {
         decode_other_into(bytes, out)?;
     }
@@ -26,13 +39,13 @@ pub fn decode_into(bytes: &[u8], out: &mut Image, channels: usize) -> Result<(),
 }
 
 /// JPEG through [`protocon::data::jpeg`]: the pixels Pillow decodes the file to, written
-/// straight into `out`.
-fn decode_jpeg_into(bytes: &[u8], out: &mut Image) -> Result<(), AugmentError> {
+/// straight into `out`, down to row `rows(width, height)` at least.
+fn decode_jpeg_into(bytes: &[u8], out: &mut Image, rows: impl FnOnce(usize, usize) -> usize) -> Result<(), AugmentError> {
     let err = |e: JpegError| AugmentError::Decode(e.to_string());
     let jpeg = Jpeg::parse(bytes).map_err(err)?;
     let frame = jpeg.frame();
     out.reshape(frame.width, frame.height, frame.channels);
-    jpeg.decode_into(out.data_mut()).map_err(err)
+    jpeg.decode_top_into(rows(frame.width, frame.height), out.data_mut()).map_err(err)
 }
 
 /// Every other format `image` reads (PNG here).

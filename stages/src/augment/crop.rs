@@ -306,4 +306,10 @@ impl Augmentation for RandomResizedCrop {
     fn apply_from(&self, src: &Image, out: &mut Image, ctx: &mut AugContext<'_>) {
         self.crop_from(src, out, ctx);
     }
+
+    /// The crop's bottom edge: [`resized_crop_into`] reads the window's rows only.
+    fn rows_read(&self, width: usize, height: usize, rng: &mut AugRng) -> Option<usize> {
+        let crop = self.draw_box(rng, width, height);
+        Some(crop.top + crop.height)
+    }
 }
