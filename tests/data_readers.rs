@@ -2,7 +2,7 @@
 //! load-time options. Expected numbers for Fashion-MNIST were computed independently with
 //! Python's `gzip` and `struct` from the same files.
 
-use protocon::data::{cifar, idx, DataError, Dataset, DatasetKind, DatasetSpec, Fit, LoadOptions, Subset};
+use protocon::data::{cifar, idx, jpeg, DataError, Dataset, DatasetKind, DatasetSpec, Fit, LoadOptions, Subset};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -314,7 +314,9 @@ fn folder_orders_classes_and_files_by_name_and_resizes() {
         std::fs::create_dir(r.join(class)).unwrap();
     }
     solid_png(&r.join("cat/b.png"), 5, 7, [10, 200, 30]);
-    image::RgbImage::from_pixel(16, 16, image::Rgb([90, 90, 200])).save(r.join("cat/a.jpg")).unwrap();
+    let solid = [90u8, 90, 200].repeat(16 * 16);
+    let jpg = jpeg::encode(&solid, jpeg::Frame { width: 16, height: 16, channels: 3 }, 90).unwrap();
+    std::fs::write(r.join("cat/a.jpg"), jpg).unwrap();
     image::GrayImage::from_pixel(3, 3, image::Luma([77])).save(r.join("ant/1.png")).unwrap();
     solid_png(&r.join("dog/x.PNG"), 8, 8, [1, 2, 3]);
     std::fs::write(r.join("dog/README.txt"), "not an image").unwrap();

@@ -16,8 +16,8 @@ Only Pillow and numpy are needed (torchvision's PIL code paths are reproduced in
 
     python3 -m venv /tmp/pil && /tmp/pil/bin/pip install pillow numpy
     /tmp/pil/bin/python benches/reference/randaugment_pil.py --view strong --size 32
-    # the same JPEG files on both sides (Pillow writes 4:2:0 like most photos; the `image`
-    # crate's encoder, used by the Rust bench's own synthetic set, only writes 4:4:4)
+    # the same JPEG files on both sides (4:2:0 at quality 90, like most photos; the Rust
+    # bench's `--write-jpegs DIR` writes its own set the same way)
     /tmp/pil/bin/python benches/reference/randaugment_pil.py --source jpeg --size 224 --write-jpegs /tmp/jpegs420
     protocon bench augment --source jpeg --size 224 --data /tmp/jpegs420
 

@@ -1,4 +1,5 @@
-//! JPEG decoding, shared by the image-folder reader and the augmentation stages.
+//! JPEG decoding, shared by the image-folder reader and the augmentation stages, and encoding
+//! for previews and benchmark inputs.
 //!
 //! Decoding goes through libjpeg-turbo-rs, a Rust port of libjpeg-turbo whose output is
 //! bit-identical to libjpeg-turbo's own (fancy upsampling, integer IDCT). That is the library
@@ -12,7 +13,7 @@
 //! [`Jpeg::decode_top_into`] decodes only the rows a random crop will read (the CPU form of
 //! NVIDIA DALI's fused decode-and-crop): the entropy-coded data below them is never touched.
 
-use libjpeg_turbo_rs::{ColorSpace, Decoder, PixelFormat};
+use libjpeg_turbo_rs::{ColorSpace, Decoder, Encoder, PixelFormat, Subsampling};
 
 /// The start-of-image marker and the first byte of the next marker.
 const MAGIC: [u8; 3] = [0xFF, 0xD8, 0xFF];
@@ -211,6 +212,31 @@ impl<'a> Jpeg<'a> {
     }
 }
 
+/// Encodes `height x width x channels` HWC pixels (1: gray, 3: RGB) as a baseline JPEG at
+/// `quality` (1..=100), colour with 4:2:0 chroma: what Pillow's `save(f, "JPEG")` and libjpeg
+/// write by default, and how most photos (ImageNet's among them) are stored.
+pub fn encode(pixels: &[u8], frame: Frame, quality: u8) -> Result<Vec<u8>, JpegError> {
+    let Frame { width, height, channels } = frame;
+    let format = match channels {
+        1 => PixelFormat::Grayscale,
+        3 => PixelFormat::Rgb,
+        c => return Err(JpegError(format!("cannot encode {c} channels: expected 1 (gray) or 3 (RGB)"))),
+    };
+    if pixels.len() != frame.len() || frame.is_empty() {
+        return Err(JpegError(format!(
+            "{} bytes of pixels for a {height}x{width}x{channels} image: expected {} (and a non-empty image)",
+            pixels.len(),
+            frame.len()
+        )));
+    }
+    let subsampling = if channels == 1 { Subsampling::S444 } else { Subsampling::S420 };
+    Encoder::new(pixels, width, height, format)
+        .quality(quality.clamp(1, 100))
+        .subsampling(subsampling)
+        .encode()
+        .map_err(JpegError::from)
+}
+
 /// Decodes into `out`, which holds exactly the packed image the decoder emits.
 fn decode_with(decoder: &Decoder<'_>, out: &mut [u8]) -> Result<(), JpegError> {
     // Some paths (CMYK) ask for room beyond the packed image; stage through a scratch buffer
@@ -230,7 +256,6 @@ fn decode_with(decoder: &Decoder<'_>, out: &mut [u8]) -> Result<(), JpegError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libjpeg_turbo_rs::{Encoder, Subsampling};
 
     /// A file of tests/fixtures/jpeg and what Pillow decoded it to (RGB), written by
     /// `benches/reference/randaugment_pil.py record-jpeg tests/fixtures/jpeg`.
@@ -395,5 +420,24 @@ mod tests {
         assert_eq!(out[..10 * 37 * 3], jpeg.decode().unwrap()[..10 * 37 * 3]);
         let err = short.decode_top_into(82, &mut out).unwrap_err();
         assert!(err.to_string().starts_with("JPEG: "), "{err}");
+    }
+
+    #[test]
+    fn encodes_color_with_4_2_0_chroma_and_decodes_back_close() {
+        let frame = Frame { width: 40, height: 24, channels: 3 };
+        let pixels: Vec<u8> = (0..frame.len()).map(|i| ((i / 3) % 40 * 6 + i % 3 * 10) as u8).collect();
+        let jpg = encode(&pixels, frame, 95).unwrap();
+        let header = Decoder::new(&jpg).unwrap().header().clone();
+        let sampling: Vec<(u8, u8)> =
+            header.components.iter().map(|c| (c.horizontal_sampling, c.vertical_sampling)).collect();
+        assert_eq!(sampling, [(2, 2), (1, 1), (1, 1)]);
+        let back = Jpeg::parse(&jpg).unwrap();
+        assert_eq!(back.frame(), frame);
+        let max_err = back.decode().unwrap().iter().zip(&pixels).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        assert!(max_err <= 16, "max error {max_err}");
+        let gray = Frame { channels: 1, ..frame };
+        assert_eq!(Jpeg::parse(&encode(&pixels[..gray.len()], gray, 90).unwrap()).unwrap().frame(), gray);
+        assert!(encode(&pixels[1..], frame, 90).unwrap_err().to_string().contains("expected 2880"));
+        assert!(encode(&pixels, Frame { channels: 4, width: 30, height: 24 }, 90).is_err());
     }
 }

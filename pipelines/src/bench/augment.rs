@@ -61,8 +61,8 @@ pub struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     /// With `--source jpeg` and no `--data`: write the synthetic JPEGs here and keep them
-    /// (to run the PIL reference on the very same files). The `image` crate writes 4:4:4
-    /// chroma only; photos are mostly 4:2:0 (`randaugment_pil.py --write-jpegs` writes those).
+    /// (to run the PIL reference on the very same files). They are 4:2:0 at quality 90, as
+    /// Pillow writes by default and most photos are stored.
     #[arg(long)]
     write_jpegs: Option<PathBuf>,
     /// An augmentation config (contents of an `[augment]` table) instead of the preset.

@@ -1,12 +1,12 @@
 //! Decoding encoded files (JPEG, PNG) into an [`Image`], and encoding for previews and
-//! benchmark fixtures. JPEG decodes through [`protocon::data::jpeg`] (Pillow's pixels, the
+//! benchmark fixtures. JPEG goes through [`protocon::data::jpeg`] (Pillow's pixels, the
 //! fastest decoder we measured), everything else through the `image` crate.
 //!
 //! Decoding writes straight into the caller's buffer when the file's pixels are already
 //! 8-bit gray or RGB (the common case), so a reader worker allocates nothing per image.
 
 use super::{enhance, AugmentError, Image};
-use protocon::data::jpeg::{self, Jpeg, JpegError};
+use protocon::data::jpeg::{self, Frame, Jpeg, JpegError};
 use image::{ColorType, ExtendedColorType, ImageDecoder, ImageEncoder, ImageReader};
 use std::io::Cursor;
 
@@ -107,13 +107,11 @@ fn color_type(img: &Image) -> ExtendedColorType {
     }
 }
 
-/// Encodes as baseline JPEG at `quality` (1..=100).
+/// Encodes as baseline JPEG at `quality` (1..=100), colour with 4:2:0 chroma as Pillow and
+/// libjpeg write by default ([`jpeg::encode`]).
 pub fn encode_jpeg(img: &Image, quality: u8) -> Result<Vec<u8>, AugmentError> {
-    let mut buf = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality.clamp(1, 100))
-        .encode(img.data(), img.width() as u32, img.height() as u32, color_type(img))
-        .map_err(|e| AugmentError::Encode(e.to_string()))?;
-    Ok(buf)
+    let frame = Frame { width: img.width(), height: img.height(), channels: img.channels() };
+    jpeg::encode(img.data(), frame, quality).map_err(|e| AugmentError::Encode(e.to_string()))
 }
 
 /// Encodes as PNG (lossless; for previews).
