@@ -152,7 +152,7 @@ fn rows_read_is_the_bottom_of_the_box_random_resized_crop_draws() {
 fn views_of_a_jpeg_decoded_down_to_the_rows_they_read_match_the_full_decode() {
     use protocon_stages::augment::{codec, AugmentConfig, AugmentRegistry, Augmenter};
     let (w, h) = (160, 120);
-    let photo = Image::new(w, h, 3, (0..w * h * 3).map(|i| ((i * 7919) % 251 ^ (i / 3 % w)) as u8).collect()).unwrap();
+    let photo = Image::new(w, h, 3, (0..w * h * 3).map(|i| (((i * 7919) % 251) ^ (i / 3 % w)) as u8).collect()).unwrap();
     let jpg = codec::encode_jpeg(&photo, 90).unwrap();
     let aug = AugmentConfig::large(64).build(11, &AugmentRegistry::with_builtins()).unwrap();
     let mut full = Image::default();
