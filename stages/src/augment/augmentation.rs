@@ -1,8 +1,9 @@
 //! The plug-in point: [`Augmentation`], the context it runs in, and the record of what ran.
 //!
 //! A custom augmentation is one type with one required method (`apply`), like ripgrep's
-//! `Matcher` or candle's `Module` (docs/style.md); `apply_from` is an optional shortcut for ops
-//! that crop. Everything else an op may need comes through
+//! `Matcher` or candle's `Module` (docs/style.md); `apply_from` and `rows_read` are optional
+//! shortcuts for ops that crop (read the source in place; let a JPEG decode stop below the
+//! crop). Everything else an op may need comes through
 //! [`AugContext`]: its random stream (keyed on the sample, never on the worker), a scratch
 //! image to avoid allocating, and a way to report what it did for previews.
 
