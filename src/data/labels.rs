@@ -49,7 +49,6 @@ impl LabelSet {
         self.labels.truncate(n);
         self
     }
-
 }
 
 impl From<Dataset> for LabelSet {
