@@ -2,7 +2,7 @@
 //! load-time options. Expected numbers for Fashion-MNIST were computed independently with
 //! Python's `gzip` and `struct` from the same files.
 
-use protocon::data::{cifar, idx, jpeg, DataError, Dataset, DatasetKind, DatasetSpec, Fit, LoadOptions, Subset};
+use protocon::data::{cifar, idx, jpeg, DataError, Dataset, DatasetKind, DatasetSpec, Fit, Labelled, LoadOptions, Subset};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -339,6 +339,22 @@ fn folder_orders_classes_and_files_by_name_and_resizes() {
         }
     }
     assert!(spec.load(Subset::Test, &LoadOptions::new()).is_err(), "no test subset in a flat folder");
+
+    // Listed for decoding per visit: the same samples in the same order, nothing decoded.
+    let files = spec.files(Subset::Train).unwrap();
+    assert_eq!((files.labels(), files.classes()), (data.labels(), data.classes()));
+    let names: Vec<_> = (0..4).map(|i| files.path(i).strip_prefix(r).unwrap().to_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["ant/1.png", "cat/a.jpg", "cat/b.png", "dog/x.PNG"]);
+    let mut bytes = vec![1, 2, 3];
+    files.read_into(2, &mut bytes).unwrap();
+    assert_eq!(bytes, std::fs::read(r.join("cat/b.png")).unwrap());
+    std::fs::remove_file(r.join("cat/b.png")).unwrap();
+    let err = files.read_into(2, &mut bytes).unwrap_err().to_string();
+    assert!(err.contains("cat/b.png"), "{err}");
+    assert_eq!(files.clone().truncate(2).num_samples(), 2);
+    // The built-in formats have no file per sample.
+    let err = "fashion-mnist:/x".parse::<DatasetSpec>().unwrap().files(Subset::Train).unwrap_err().to_string();
+    assert!(err.contains("folder:"), "{err}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! overrides any field (dotted path, value in TOML syntax; bare words are strings).
 
 use anyhow::{bail, Context as _};
-use protocon::data::Fit;
+use protocon::data::{DatasetKind, DatasetSpec, Fit};
 use protocon::model::Arch;
 use protocon::protocon::{ClusterLabels, LossWeights, MaskFrom, PriorCorrection, ProtoConConfig};
 use protocon_stages::augment::AugmentConfig;
@@ -189,6 +189,23 @@ pub struct DataSection {
     /// Fetch the data set (see `protocon data fetch`) when its files are missing.
     #[serde(default = "yes")]
     pub fetch: bool,
+    /// When training images are decoded: `"at-load"` (the whole set once, into memory, brought
+    /// to `size`) or `"per-sample"` (an image folder's files are read and decoded each time a
+    /// step uses them, at their own size). With `"per-sample"`, `size` is the side of the views
+    /// the augmentation chains must produce (a `random_resized_crop` of that size leads both
+    /// chains), and a JPEG stops decoding below the lowest row the two views' crops read. It
+    /// is for folders too large to hold decoded; the test subset is still decoded at load.
+    #[serde(default)]
+    pub decode: Decode,
+}
+
+/// See [`DataSection::decode`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decode {
+    #[default]
+    AtLoad,
+    PerSample,
 }
 
 fn yes() -> bool {
@@ -373,6 +390,19 @@ impl RunConfig {
                 bail!("algorithm protocon needs unlabeled images: train.unlabeled_ratio must be at least 1");
             }
         }
+        if self.data.decode == Decode::PerSample {
+            let spec: DatasetSpec = self.data.dataset.parse().map_err(|e| anyhow::anyhow!("data.dataset: {e}"))?;
+            if spec.kind() != DatasetKind::Folder {
+                bail!(
+                    "data.decode = \"per-sample\" reads one file per sample, so data.dataset must be an image folder \
+                     (`folder:PATH`), not `{}`; the built-in formats are decoded at load",
+                    self.data.dataset
+                );
+            }
+            if self.data.size.is_none() {
+                bail!("data.decode = \"per-sample\" needs data.size: the side of the views the augmentation chains produce");
+            }
+        }
         if self.threads.weak_workers == 0 || self.threads.strong_workers == 0 || self.threads.queue == 0 {
             bail!("threads.weak_workers, threads.strong_workers and threads.queue must be at least 1");
         }
@@ -450,6 +480,9 @@ mod tests {
                 if path.file_name().unwrap() == "imagenet-1pct-protocon.toml" {
                     let err = format!("{:#}", result.unwrap_err());
                     assert!(err.contains("resnet-50") && err.contains("not implemented"), "{err}");
+                    // With an encoder protocon has, the rest of it is a valid per-sample setting.
+                    let c = RunConfig::load(&path, &["model.arch=wrn-28-2".to_string()]).unwrap();
+                    assert_eq!(c.data.decode, Decode::PerSample);
                 } else {
                     let c = result.unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
                     if path.to_string_lossy().contains("protocon") {

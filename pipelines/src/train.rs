@@ -6,20 +6,21 @@
 //! Supervised training is the same pipeline with the strong-view stage switched off (no
 //! unlabeled samples), so supervised and FixMatch runs compare on equal terms.
 
-use crate::config::RunConfig;
+use crate::config::{Decode, RunConfig};
 use anyhow::{bail, Context as _};
 use candle_core::{Device, Tensor};
 use protocon::checkpoint::Checkpoint;
-use protocon::data::{self, DatasetKind, DatasetSpec, FetchOptions, Fit, LoadOptions, Split, Subset};
+use protocon::data::{self, DatasetKind, DatasetSpec, FetchOptions, Fit, ImageFiles, LoadOptions, Split, Subset};
 use protocon::model::{Network, NetworkOptions};
 use protocon::optim::SgdConfig;
 use protocon::schedule::CosineSchedule;
 use protocon::{Pipeline, PipelineBuilder, Profile, StageSpec};
 use protocon_stages::cluster::{ClusterJob, ClusterProgress, ClusterStage};
-use protocon_stages::augment::AugmentRegistry;
+use protocon_stages::augment::{AugmentRegistry, Augmenter, Image, Workspace};
 use protocon_stages::compute::{Algorithm, ComputeConfig, ComputeStage, Record, TestSet};
 use protocon_stages::metrics::{self, MetricsSink, Observer};
 use protocon_stages::sampler::{StepSchedule, StepSampler};
+use protocon_stages::samples::{DecodedFiles, Samples};
 use protocon_stages::views::{Normalization, StrongViews, ViewSource, WeakViews};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -71,6 +72,48 @@ pub fn load_data(config: &RunConfig, subset: Subset) -> anyhow::Result<protocon:
     })
 }
 
+/// Training files of an image folder that `config` decodes per visit (`data.decode =
+/// "per-sample"`), with `data.train_limit` applied.
+pub fn train_files(config: &RunConfig) -> anyhow::Result<ImageFiles> {
+    let spec: DatasetSpec = config.data.dataset.parse().map_err(|e| anyhow::anyhow!("data.dataset: {e}"))?;
+    let files = spec.files(Subset::Train)?;
+    Ok(match config.data.train_limit {
+        Some(n) => files.truncate(n),
+        None => files,
+    })
+}
+
+/// Builds the views of the first training sample, so chains that do not make views of the
+/// batch's image size fail before the run starts, with the keys to change, rather than in a
+/// worker mid-run.
+fn check_view_shape(data: &dyn Samples, augmenter: &Augmenter, shape: [usize; 3], strong: bool) -> anyhow::Result<()> {
+    let (mut bytes, mut img, mut view, mut ws) = (Vec::new(), Image::default(), Image::default(), Workspace::new());
+    data.load(0, &mut |_, height| height, &mut bytes, &mut img).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let chains = [(Augmenter::WEAK_VIEW, "augment.weak"), (Augmenter::strong_view_id(0), "augment.strong")];
+    for (id, key) in chains.into_iter().take(if strong { 2 } else { 1 }) {
+        augmenter.view(&img, augmenter.key(0, 0, id), &mut ws, &mut view, &mut Vec::new());
+        let made = [view.channels(), view.height(), view.width()];
+        if made != shape {
+            let [c, h, w] = shape;
+            bail!(
+                "{key} makes {}x{}x{} views (CxHxW) of a {}x{} training image, but batches hold {c}x{h}x{w} images \
+                 (the data's size, data.size): the chain must produce that size, e.g. by starting with \
+                 {{ name = \"random_resized_crop\", size = {h} }}",
+                made[0],
+                made[1],
+                made[2],
+                img.width(),
+                img.height(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Images a per-visit data set's normalisation is estimated from, spread evenly over it
+/// (decoding every file of a large folder would take as long as an epoch).
+const NORMALIZATION_SAMPLES: usize = 1000;
+
 /// The test split as a normalised tensor.
 pub fn test_set(test: &protocon::data::Dataset, norm: &Normalization) -> anyhow::Result<TestSet> {
     let (h, w, c) = (test.height(), test.width(), test.channels());
@@ -106,15 +149,28 @@ pub fn prepare(config: &RunConfig, out: &Path) -> anyhow::Result<Prepared> {
         std::env::set_var("RAYON_NUM_THREADS", config.threads.compute.to_string());
         protocon::ops::set_num_threads(config.threads.compute);
     }
-    let train_data = Arc::new(load_data(config, Subset::Train)?);
+    let (train_data, norm, shape): (Arc<dyn Samples>, Normalization, [usize; 3]) = match config.data.decode {
+        Decode::AtLoad => {
+            let data = load_data(config, Subset::Train)?;
+            let norm = Normalization::of(&data);
+            let shape = [data.channels(), data.height(), data.width()];
+            (Arc::new(data), norm, shape)
+        }
+        Decode::PerSample => {
+            let files = DecodedFiles::new(train_files(config)?);
+            let norm = Normalization::estimate(&files, NORMALIZATION_SAMPLES).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let side = config.data.size.context("data.decode = \"per-sample\" needs data.size")?;
+            (Arc::new(files), norm, [DecodedFiles::CHANNELS, side, side])
+        }
+    };
     let test_data = load_data(config, Subset::Test)?;
     let split = match &config.data.split {
         Some(path) => Split::load(path, &*train_data)?,
         None => Split::balanced(&*train_data, config.data.labels_per_class, config.seed)?,
     };
     split.save(out.join("split.json"))?;
-    let norm = Normalization::of(&train_data);
     let augmenter = Arc::new(config.augment.build(config.seed, &AugmentRegistry::with_builtins())?);
+    check_view_shape(&*train_data, &augmenter, shape, config.unlabeled_batch() > 0)?;
     let classes = train_data.num_classes();
     let unlabeled_batch = config.unlabeled_batch();
     let schedule = Arc::new(StepSchedule {
@@ -158,7 +214,7 @@ pub fn prepare(config: &RunConfig, out: &Path) -> anyhow::Result<Prepared> {
     let net = Network::build(config.model.arch, classes, projection, config.seed, &Device::Cpu, &net_options)?;
     let ema_net = Network::build(config.model.arch, classes, projection, config.seed, &Device::Cpu, &net_options)?;
     let compute = ComputeStage::new(compute_cfg, net, ema_net, Some(test)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let source = Arc::new(ViewSource { data: train_data, augmenter, norm });
+    let source = Arc::new(ViewSource { data: train_data, shape, augmenter, norm });
     Ok(Prepared { schedule, source, compute, checkpoint })
 }
 

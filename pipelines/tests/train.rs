@@ -126,3 +126,79 @@ fn bench_pipeline_with_a_config_times_the_same_steps_end_to_end_and_compute_only
     assert_eq!(stage("compute")["items_in"], 5);
     assert_eq!(stage("metrics")["items_in"], 5, "an evaluation ran inside the benchmark");
 }
+
+/// An image folder of JPEG files (and one PNG) of several sizes: train/ and test/, two classes
+/// told apart by colour.
+fn write_jpeg_folder(root: &std::path::Path) {
+    use protocon_stages::augment::{codec, Image};
+    for (subset, count) in [("train", 12), ("test", 4)] {
+        for (class, tint) in [("blue", [30u8, 60, 200]), ("red", [200, 50, 40])] {
+            let dir = root.join(subset).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..count {
+                let (w, h) = (48 + 8 * (i % 4), 40 + 6 * (i % 3));
+                let px = (0..w * h * 3).map(|k| tint[k % 3].saturating_add(((k * 7919 + i) % 41) as u8)).collect();
+                let img = Image::new(w, h, 3, px).unwrap();
+                let (name, bytes) = if i == 5 {
+                    (format!("{i}.png"), codec::encode_png(&img).unwrap())
+                } else {
+                    (format!("{i}.jpg"), codec::encode_jpeg(&img, 90).unwrap())
+                };
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn an_image_folder_decoded_per_sample_trains_the_same_with_any_worker_count() {
+    let root = temp("jpeg-folder");
+    write_jpeg_folder(&root);
+    let dataset = format!("data.dataset=folder:{}", root.display());
+    let per_sample: Vec<String> = [
+        dataset.as_str(),
+        "data.decode=\"per-sample\"",
+        "data.labels_per_class=2",
+        "train.labeled_batch=4",
+        "train.steps=6",
+        "train.eval_every=3",
+        "augment.weak=[{ name = \"random_resized_crop\", size = 32 }, \"flip\"]",
+        "augment.strong=[{ name = \"random_resized_crop\", size = 32 }, \"randaugment\", \"flip\", \"cutout\"]",
+    ]
+    .iter()
+    .flat_map(|s| ["--set".to_string(), s.to_string()])
+    .collect();
+    let run = |name: &str, extra: &[&str]| {
+        let out = temp(name);
+        let mut args: Vec<&str> = per_sample.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        ok(&train(&out, &args));
+        let rs = records(&out);
+        std::fs::remove_dir_all(&out).ok();
+        rs
+    };
+    let one = run("per-sample-1", &[]);
+    let two = run("per-sample-2", &["--set", "threads.weak_workers=2", "--set", "threads.strong_workers=2"]);
+    assert_eq!(losses(&one).len(), 6);
+    assert!(losses(&one).iter().all(|l| l.is_finite()), "{:?}", losses(&one));
+    let evals: Vec<_> = one.iter().filter(|r| r["kind"] == "eval").collect();
+    assert_eq!(evals.len(), 2, "evaluated at steps 3 and 6 on the 8 test images");
+    assert_eq!(comparable(&one), comparable(&two), "per-sample views depend on the worker count");
+
+    // Chains that keep each file's own size cannot fill a batch of 32x32 images: refused before
+    // the run starts, naming the key.
+    let out = temp("per-sample-bad");
+    let mut args: Vec<&str> = per_sample.iter().map(String::as_str).collect();
+    args.extend_from_slice(&["--set", "augment.weak=[\"crop_flip\"]"]);
+    let o = train(&out, &args);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("augment.weak") && err.contains("random_resized_crop"), "{err}");
+    // Only folders have a file per sample.
+    let o = train(&out, &["--set", "data.decode=\"per-sample\""]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("data.decode") && err.contains("folder:"), "{err}");
+    std::fs::remove_dir_all(&out).ok();
+    std::fs::remove_dir_all(&root).ok();
+}

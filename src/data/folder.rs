@@ -11,7 +11,7 @@
 
 use super::jpeg::{self, Jpeg};
 use super::transform::ImageFitter;
-use super::{DataError, Dataset, LabelSet, LoadOptions, Subset};
+use super::{DataError, Dataset, ImageFiles, LabelSet, LoadOptions, Subset};
 use std::path::{Path, PathBuf};
 
 /// Image file extensions that are read (case-insensitive); other files are ignored.
@@ -35,8 +35,16 @@ pub fn load_dir(root: &Path, subset: Subset, options: &LoadOptions, name: &str) 
 /// The labels of a subset of an image folder, from its directory listing alone (no file is
 /// opened): the same samples, in the same order, as [`load_dir`] loads.
 pub fn load_labels(root: &Path, subset: Subset, name: &str) -> Result<LabelSet, DataError> {
+    Ok(files(root, subset, name)?.into_labels())
+}
+
+/// The image files of a subset of an image folder with their labels, listed but not opened:
+/// the same samples, in the same order, as [`load_dir`] loads, for a reader that decodes each
+/// sample when it is needed.
+pub fn files(root: &Path, subset: Subset, name: &str) -> Result<ImageFiles, DataError> {
     let (files, classes) = list(root, subset)?;
-    Ok(LabelSet::new(name.to_string(), files.iter().map(|(_, l)| *l).collect(), classes))
+    let (paths, labels) = files.into_iter().unzip();
+    Ok(ImageFiles::new(LabelSet::new(name.to_string(), labels, classes), paths))
 }
 
 /// The image files of a subset with their labels, in sample order.

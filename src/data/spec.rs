@@ -3,7 +3,7 @@
 //! Configs, split files and the command line all name data sets the same way, so a split made
 //! with `protocon data split --dataset cifar10:/data/c10` records exactly what to load again.
 
-use super::{cifar, folder, idx, CifarKind, DataError, Dataset, LabelSet, LoadOptions, Subset};
+use super::{cifar, folder, idx, CifarKind, DataError, Dataset, ImageFiles, LabelSet, LoadOptions, Subset};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -135,6 +135,21 @@ impl DatasetSpec {
         match self.kind {
             DatasetKind::Folder => folder::load_labels(&self.resolved_dir(), subset, &self.to_string()),
             _ => self.load(subset, &LoadOptions::new()).map(LabelSet::from),
+        }
+    }
+
+    /// The files of a subset of an image folder, listed but not decoded
+    /// ([`folder::files`]); the built-in formats are single files holding every image, so they
+    /// have no per-sample files and are an error.
+    pub fn files(&self, subset: Subset) -> Result<ImageFiles, DataError> {
+        match self.kind {
+            DatasetKind::Folder => folder::files(&self.resolved_dir(), subset, &self.to_string()),
+            _ => Err(DataError::Spec {
+                spec: self.to_string(),
+                reason: "only an image folder (`folder:PATH`) has one file per sample to decode when it is visited; \
+                         the built-in formats are decoded at load"
+                    .into(),
+            }),
         }
     }
 }

@@ -46,7 +46,7 @@ impl Split {
     /// ChaCha8's output stream is fixed by its specification.
     ///
     /// Fails with [`DataError::ClassTooSmall`] if a class has fewer samples than requested.
-    pub fn balanced(data: &impl Labelled, labels_per_class: usize, seed: u64) -> Result<Split, DataError> {
+    pub fn balanced(data: &(impl Labelled + ?Sized), labels_per_class: usize, seed: u64) -> Result<Split, DataError> {
         let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); data.num_classes()];
         for (i, &label) in data.labels().iter().enumerate() {
             by_class[label as usize].push(i);
@@ -85,7 +85,7 @@ impl Split {
 
     /// Reads a split file and checks it against `data`: sizes, index ranges, disjointness and
     /// coverage, balance, and the label checksum. Errors name the file and the mismatch.
-    pub fn load(path: impl AsRef<Path>, data: &impl Labelled) -> Result<Split, DataError> {
+    pub fn load(path: impl AsRef<Path>, data: &(impl Labelled + ?Sized)) -> Result<Split, DataError> {
         let path = path.as_ref();
         let text = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
         let split: Split =
@@ -128,7 +128,7 @@ impl Split {
         format!("{{\n{}\n}}\n", body.join(",\n"))
     }
 
-    fn check(&self, data: &impl Labelled) -> Result<(), Mismatch> {
+    fn check(&self, data: &(impl Labelled + ?Sized)) -> Result<(), Mismatch> {
         let other = |s: String| Err(Mismatch::Other(s));
         if self.version != SPLIT_FORMAT_VERSION {
             return other(format!("format version: expected {SPLIT_FORMAT_VERSION}, found {}", self.version));

@@ -1,5 +1,6 @@
 //! The messages of a training pipeline: what a step will use, and the collated batch.
 
+use crate::augment::Image;
 use protocon::Message;
 
 /// The samples of one training step, decided by the sampler (a pure function of seed and step).
@@ -38,6 +39,11 @@ pub struct TrainBatch {
     pub shape: [usize; 3],
     /// `images() * C * H * W` values.
     pub images: Vec<f32>,
+    /// The decoded pixels of each unlabeled sample, from which the weak stage built its weak
+    /// view and the strong stage builds its strong view (so both views come from one decode);
+    /// emptied by the strong stage. For a JPEG decoded per visit only the rows down to the
+    /// lower of the two crops hold the image.
+    pub sources: Vec<Image>,
 }
 
 impl TrainBatch {
@@ -54,6 +60,6 @@ impl TrainBatch {
 
 impl Message for TrainBatch {
     fn bytes(&self) -> usize {
-        4 * self.images.len()
+        4 * self.images.len() + self.sources.iter().map(|s| s.data().len()).sum::<usize>()
     }
 }

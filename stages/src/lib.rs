@@ -3,6 +3,7 @@
 //!
 //! * [`sampler`]: which samples each step uses (a source).
 //! * [`views`]: weak and strong augmentation worker pools that collate the batch.
+//! * [`samples`]: where those pools get pixels: an in-memory data set or files decoded per visit.
 //! * [`compute`]: forward, losses, backward, optimizer, EMA, evaluation, checkpoints.
 //! * [`augment`]: the augmentation ops, chains and plug-in registry the view stages run.
 
@@ -12,4 +13,5 @@ pub mod cluster;
 pub mod compute;
 pub mod metrics;
 pub mod sampler;
+pub mod samples;
 pub mod views;

@@ -1,13 +1,19 @@
 //! The augmentation stages of a training pipeline: [`WeakViews`] starts a batch with the weak
 //! views of every sample, [`StrongViews`] adds the strong views of the unlabeled samples. Both
-//! read the same decoded pixels (the in-memory data set) and run as worker pools; each writes
-//! its views straight into the batch as normalised f32 CHW (the collate step), once.
+//! run as worker pools; each writes its views straight into the batch as normalised f32 CHW
+//! (the collate step), once.
+//!
+//! The weak stage loads every sample ([`Samples::load`]: a copy of an in-memory image, or a
+//! file decoded per visit) and passes each unlabeled sample's pixels on in the batch, so its
+//! strong view comes from the same decode; a JPEG decoded per visit stops below the lower of the
+//! two views' crops.
 //!
 //! Randomness is keyed on (run seed, epoch, sample index, view): labeled samples, which repeat
 //! within an epoch, use the step in place of the epoch so each repetition is a fresh view.
 
 use crate::augment::{AppliedOp, Augmenter, Image, Workspace};
 use crate::batch::{StepPlan, TrainBatch};
+use crate::samples::Samples;
 use protocon::data::Dataset;
 use protocon::{Ctx, Stage, StageError};
 use std::sync::Arc;
@@ -22,28 +28,78 @@ pub struct Normalization {
 impl Normalization {
     /// Mean and standard deviation per channel over every pixel of `data`, on the 0..1 scale.
     pub fn of(data: &Dataset) -> Normalization {
-        let c = data.channels();
-        let mut sum = vec![0f64; c];
-        let mut sq = vec![0f64; c];
-        for px in data.pixels().chunks_exact(c) {
+        let mut moments = Moments::new(data.channels());
+        moments.add(data.pixels());
+        moments.finish()
+    }
+
+    /// Mean and standard deviation per channel over the pixels of `max` samples (all of them
+    /// when there are fewer) spread evenly over `samples`: for a set decoded per visit, where
+    /// [`of`](Self::of) would read every file. Fails on a sample that cannot be loaded.
+    pub fn estimate(samples: &dyn Samples, max: usize) -> Result<Normalization, StageError> {
+        let n = samples.num_samples();
+        let take = max.min(n);
+        let (mut bytes, mut img) = (Vec::new(), Image::default());
+        let mut moments: Option<Moments> = None;
+        for k in 0..take {
+            samples.load(k * n / take, &mut |_, height| height, &mut bytes, &mut img)?;
+            moments.get_or_insert_with(|| Moments::new(img.channels())).add(img.data());
+        }
+        Ok(moments.unwrap_or_else(|| Moments::new(1)).finish())
+    }
+}
+
+/// Running per-channel sums of pixel values and their squares.
+struct Moments {
+    sum: Vec<f64>,
+    sq: Vec<f64>,
+    count: usize,
+}
+
+impl Moments {
+    fn new(channels: usize) -> Self {
+        Moments { sum: vec![0.0; channels], sq: vec![0.0; channels], count: 0 }
+    }
+
+    /// Adds interleaved pixels (HWC) with this accumulator's channel count.
+    fn add(&mut self, pixels: &[u8]) {
+        let c = self.sum.len();
+        for px in pixels.chunks_exact(c) {
             for (ch, &v) in px.iter().enumerate() {
                 let v = v as f64 / 255.0;
-                sum[ch] += v;
-                sq[ch] += v * v;
+                self.sum[ch] += v;
+                self.sq[ch] += v * v;
             }
         }
-        let n = (data.pixels().len() / c).max(1) as f64;
-        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-        let std = sq.iter().zip(&mean).map(|(q, m)| ((q / n - m * m).max(1e-12)).sqrt() as f32).collect();
+        self.count += pixels.len() / c;
+    }
+
+    fn finish(&self) -> Normalization {
+        let n = self.count.max(1) as f64;
+        let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
+        let std = self.sq.iter().zip(&mean).map(|(q, m)| ((q / n - m * m).max(1e-12)).sqrt() as f32).collect();
         Normalization { mean: mean.iter().map(|&m| m as f32).collect(), std }
     }
 }
 
 /// What both augmentation stages share.
 pub struct ViewSource {
-    pub data: Arc<Dataset>,
+    /// The training images.
+    pub data: Arc<dyn Samples>,
+    /// `channels x height x width` of every view the augmenter makes (and of the batch's
+    /// images): an in-memory set's own image size, or the crop size a folder decoded per visit
+    /// is augmented to.
+    pub shape: [usize; 3],
     pub augmenter: Arc<Augmenter>,
     pub norm: Normalization,
+}
+
+impl ViewSource {
+    /// Views of an in-memory data set, at its image size.
+    pub fn in_memory(data: Arc<Dataset>, augmenter: Arc<Augmenter>, norm: Normalization) -> Self {
+        let shape = [data.channels(), data.height(), data.width()];
+        ViewSource { data, shape, augmenter, norm }
+    }
 }
 
 /// Set when a key's epoch slot holds a step (labeled samples) rather than an epoch.
@@ -51,6 +107,7 @@ const STEP_KEYED: u64 = 1 << 63;
 
 struct Scratch {
     ws: Workspace,
+    bytes: Vec<u8>,
     src: Image,
     view: Image,
     log: Vec<AppliedOp>,
@@ -58,12 +115,7 @@ struct Scratch {
 
 impl Scratch {
     fn new() -> Self {
-        Scratch { ws: Workspace::new(), src: Image::default(), view: Image::default(), log: Vec::new() }
-    }
-
-    fn load(&mut self, data: &Dataset, index: u32) -> Result<(), StageError> {
-        self.src.set_pixels(data.width(), data.height(), data.channels(), data.image(index as usize))?;
-        Ok(())
+        Scratch { ws: Workspace::new(), bytes: Vec::new(), src: Image::default(), view: Image::default(), log: Vec::new() }
     }
 }
 
@@ -97,23 +149,39 @@ impl Stage for WeakViews {
     fn process(&mut self, plan: StepPlan, ctx: &mut Ctx<TrainBatch>) -> Result<(), StageError> {
         let src = &*self.source;
         let data = &*src.data;
-        let shape = [data.channels(), data.height(), data.width()];
+        let augmenter = &*src.augmenter;
+        let shape = src.shape;
         let len: usize = shape.iter().product();
         let n = plan.labeled.len() + 2 * plan.unlabeled.len();
         let mut images = vec![0f32; n * len];
-        let labeled = plan.labeled.iter().map(|&i| (i, STEP_KEYED | plan.step));
-        let unlabeled = plan.unlabeled.iter().map(|&i| (i, plan.epoch));
-        for (slot, (index, epoch)) in labeled.chain(unlabeled).enumerate() {
+        let mut sources = Vec::with_capacity(plan.unlabeled.len());
+        let labeled = plan.labeled.iter().map(|&i| (i, STEP_KEYED | plan.step, false));
+        let unlabeled = plan.unlabeled.iter().map(|&i| (i, plan.epoch, true));
+        for (slot, (index, epoch, strong_too)) in labeled.chain(unlabeled).enumerate() {
             let s = &mut self.scratch;
-            s.load(data, index)?;
+            // An unlabeled sample's strong view is built later from these same pixels, so the
+            // decode reaches the lower of the two views' crops.
+            let weak = augmenter.key(epoch, index as u64, Augmenter::WEAK_VIEW);
+            let strong = augmenter.key(epoch, index as u64, Augmenter::strong_view_id(0));
+            let mut rows = |w, h| {
+                let r = augmenter.rows_read(w, h, weak);
+                if strong_too { r.max(augmenter.rows_read(w, h, strong)) } else { r }
+            };
+            let mut pixels = if strong_too { Image::default() } else { std::mem::take(&mut s.src) };
+            data.load(index as usize, &mut rows, &mut s.bytes, &mut pixels)?;
             s.log.clear();
-            src.augmenter.weak_view(&s.src, epoch, index as u64, &mut s.ws, &mut s.view, &mut s.log);
+            augmenter.weak_view(&pixels, epoch, index as u64, &mut s.ws, &mut s.view, &mut s.log);
             check_view(&s.view, shape)?;
             s.view.normalize_chw_into(&src.norm.mean, &src.norm.std, &mut images[slot * len..(slot + 1) * len]);
+            if strong_too {
+                sources.push(pixels);
+            } else {
+                s.src = pixels;
+            }
         }
-        let labels = plan.labeled.iter().map(|&i| data.label(i as usize) as u32).collect();
-        let hidden_labels = plan.unlabeled.iter().map(|&i| data.label(i as usize) as u32).collect();
-        ctx.emit(TrainBatch { plan, labels, hidden_labels, shape, images })
+        let labels = plan.labeled.iter().map(|&i| data.labels()[i as usize] as u32).collect();
+        let hidden_labels = plan.unlabeled.iter().map(|&i| data.labels()[i as usize] as u32).collect();
+        ctx.emit(TrainBatch { plan, labels, hidden_labels, shape, images, sources })
     }
 }
 
@@ -137,11 +205,18 @@ impl Stage for StrongViews {
         let src = &*self.source;
         let len = batch.image_len();
         let first = batch.plan.labeled.len() + batch.plan.unlabeled.len();
-        for (k, &index) in batch.plan.unlabeled.iter().enumerate() {
+        let sources = std::mem::take(&mut batch.sources);
+        if sources.len() != batch.plan.unlabeled.len() {
+            return Err(StageError::msg(format!(
+                "strong views: the batch carries {} decoded images for {} unlabeled samples (is the weak stage before this one?)",
+                sources.len(),
+                batch.plan.unlabeled.len()
+            )));
+        }
+        for (k, (&index, pixels)) in batch.plan.unlabeled.iter().zip(&sources).enumerate() {
             let s = &mut self.scratch;
-            s.load(&src.data, index)?;
             s.log.clear();
-            src.augmenter.strong_view(&s.src, batch.plan.epoch, index as u64, 0, &mut s.ws, &mut s.view, &mut s.log);
+            src.augmenter.strong_view(pixels, batch.plan.epoch, index as u64, 0, &mut s.ws, &mut s.view, &mut s.log);
             check_view(&s.view, batch.shape)?;
             let slot = first + k;
             s.view.normalize_chw_into(&src.norm.mean, &src.norm.std, &mut batch.images[slot * len..(slot + 1) * len]);
