@@ -72,9 +72,26 @@ pub fn load_data(config: &RunConfig, subset: Subset) -> anyhow::Result<protocon:
     })
 }
 
+/// The training images of `config` as the view stages read them, and the shape of the views
+/// (and batch images) they are augmented to: the data set decoded into memory and its image
+/// size, or (`data.decode = "per-sample"`) an image folder's files and `data.size`.
+pub fn train_samples(config: &RunConfig) -> anyhow::Result<(Arc<dyn Samples>, [usize; 3])> {
+    Ok(match config.data.decode {
+        Decode::AtLoad => {
+            let data = load_data(config, Subset::Train)?;
+            let shape = [data.channels(), data.height(), data.width()];
+            (Arc::new(data), shape)
+        }
+        Decode::PerSample => {
+            let side = config.data.size.context("data.decode = \"per-sample\" needs data.size")?;
+            (Arc::new(DecodedFiles::new(train_files(config)?)), [DecodedFiles::CHANNELS, side, side])
+        }
+    })
+}
+
 /// Training files of an image folder that `config` decodes per visit (`data.decode =
 /// "per-sample"`), with `data.train_limit` applied.
-pub fn train_files(config: &RunConfig) -> anyhow::Result<ImageFiles> {
+fn train_files(config: &RunConfig) -> anyhow::Result<ImageFiles> {
     let spec: DatasetSpec = config.data.dataset.parse().map_err(|e| anyhow::anyhow!("data.dataset: {e}"))?;
     let files = spec.files(Subset::Train)?;
     Ok(match config.data.train_limit {
@@ -149,20 +166,12 @@ pub fn prepare(config: &RunConfig, out: &Path) -> anyhow::Result<Prepared> {
         std::env::set_var("RAYON_NUM_THREADS", config.threads.compute.to_string());
         protocon::ops::set_num_threads(config.threads.compute);
     }
-    let (train_data, norm, shape): (Arc<dyn Samples>, Normalization, [usize; 3]) = match config.data.decode {
-        Decode::AtLoad => {
-            let data = load_data(config, Subset::Train)?;
-            let norm = Normalization::of(&data);
-            let shape = [data.channels(), data.height(), data.width()];
-            (Arc::new(data), norm, shape)
-        }
-        Decode::PerSample => {
-            let files = DecodedFiles::new(train_files(config)?);
-            let norm = Normalization::estimate(&files, NORMALIZATION_SAMPLES).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let side = config.data.size.context("data.decode = \"per-sample\" needs data.size")?;
-            (Arc::new(files), norm, [DecodedFiles::CHANNELS, side, side])
-        }
+    let (train_data, shape) = train_samples(config)?;
+    let normalization_samples = match config.data.decode {
+        Decode::AtLoad => usize::MAX,
+        Decode::PerSample => NORMALIZATION_SAMPLES,
     };
+    let norm = Normalization::of(&*train_data, normalization_samples).map_err(|e| anyhow::anyhow!("{e}"))?;
     let test_data = load_data(config, Subset::Test)?;
     let split = match &config.data.split {
         Some(path) => Split::load(path, &*train_data)?,

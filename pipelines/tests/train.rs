@@ -177,6 +177,7 @@ fn an_image_folder_decoded_per_sample_trains_the_same_with_any_worker_count() {
         std::fs::remove_dir_all(&out).ok();
         rs
     };
+    let smoke_path = smoke().display().to_string();
     let one = run("per-sample-1", &[]);
     let two = run("per-sample-2", &["--set", "threads.weak_workers=2", "--set", "threads.strong_workers=2"]);
     assert_eq!(losses(&one).len(), 6);
@@ -184,6 +185,33 @@ fn an_image_folder_decoded_per_sample_trains_the_same_with_any_worker_count() {
     let evals: Vec<_> = one.iter().filter(|r| r["kind"] == "eval").collect();
     assert_eq!(evals.len(), 2, "evaluated at steps 3 and 6 on the 8 test images");
     assert_eq!(comparable(&one), comparable(&two), "per-sample views depend on the worker count");
+
+    // The preview shows what training sees: views of the files at their own size, and the
+    // original resized into a 32x32 cell; the same bytes with 1 and 2 workers.
+    let preview = temp("per-sample-preview");
+    std::fs::create_dir_all(&preview).unwrap();
+    let mut grids = Vec::new();
+    for workers in ["1", "2"] {
+        let png = preview.join(format!("grid{workers}.png"));
+        let mut args = vec!["data", "preview", "--config", smoke_path.as_str(), "--out", png.to_str().unwrap()];
+        args.extend_from_slice(&["--samples", "3", "--strong", "2", "--scale", "1", "--workers", workers]);
+        args.extend(per_sample.iter().map(String::as_str));
+        ok(&protocon(&args));
+        grids.push(std::fs::read(&png).unwrap());
+    }
+    assert_eq!(grids[0], grids[1], "the preview depends on the number of workers");
+    let grid = image::load_from_memory(&grids[0]).unwrap().to_rgb8();
+    assert_eq!(grid.dimensions(), (2 + 4 * 34, 2 + 3 * 34), "4 columns and 3 rows of 32 px cells, 2 px apart");
+    // Row 0 is the first file of class "blue": its original's cell is blue.
+    let (mut r, mut b) = (0u32, 0u32);
+    for y in 2..34 {
+        for x in 2..34 {
+            let p = grid.get_pixel(x, y);
+            (r, b) = (r + p[0] as u32, b + p[2] as u32);
+        }
+    }
+    assert!(b > 3 * r, "original cell: red {r}, blue {b}");
+    std::fs::remove_dir_all(&preview).ok();
 
     // Chains that keep each file's own size cannot fill a batch of 32x32 images: refused before
     // the run starts, naming the key.

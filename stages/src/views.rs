@@ -14,7 +14,6 @@
 use crate::augment::{AppliedOp, Augmenter, Image, Workspace};
 use crate::batch::{StepPlan, TrainBatch};
 use crate::samples::Samples;
-use protocon::data::Dataset;
 use protocon::{Ctx, Stage, StageError};
 use std::sync::Arc;
 
@@ -26,17 +25,12 @@ pub struct Normalization {
 }
 
 impl Normalization {
-    /// Mean and standard deviation per channel over every pixel of `data`, on the 0..1 scale.
-    pub fn of(data: &Dataset) -> Normalization {
-        let mut moments = Moments::new(data.channels());
-        moments.add(data.pixels());
-        moments.finish()
-    }
-
-    /// Mean and standard deviation per channel over the pixels of `max` samples (all of them
-    /// when there are fewer) spread evenly over `samples`: for a set decoded per visit, where
-    /// [`of`](Self::of) would read every file. Fails on a sample that cannot be loaded.
-    pub fn estimate(samples: &dyn Samples, max: usize) -> Result<Normalization, StageError> {
+    /// Mean and standard deviation per channel, on the 0..1 scale, over every pixel of `max`
+    /// samples spread evenly over `samples`, or of all of them when there are no more than
+    /// `max` (`usize::MAX`: the exact statistic of the set). A set decoded per visit is
+    /// estimated from a spread of files, since reading all of them would take an epoch.
+    /// Fails on a sample that cannot be loaded.
+    pub fn of(samples: &dyn Samples, max: usize) -> Result<Normalization, StageError> {
         let n = samples.num_samples();
         let take = max.min(n);
         let (mut bytes, mut img) = (Vec::new(), Image::default());
@@ -92,14 +86,6 @@ pub struct ViewSource {
     pub shape: [usize; 3],
     pub augmenter: Arc<Augmenter>,
     pub norm: Normalization,
-}
-
-impl ViewSource {
-    /// Views of an in-memory data set, at its image size.
-    pub fn in_memory(data: Arc<Dataset>, augmenter: Arc<Augmenter>, norm: Normalization) -> Self {
-        let shape = [data.channels(), data.height(), data.width()];
-        ViewSource { data, shape, augmenter, norm }
-    }
 }
 
 /// Set when a key's epoch slot holds a step (labeled samples) rather than an epoch.

@@ -67,7 +67,7 @@ fn views_of_files_decoded_per_visit_equal_views_of_their_full_decode() {
     let files = folder::files(dir.path(), Subset::Train, "folder:test").unwrap();
     assert_eq!(files.labels(), &[0, 0, 0, 0, 1, 1, 1, 1], "classes sorted by name, then files");
     let samples = DecodedFiles::new(files.clone());
-    let norm = Normalization::estimate(&samples, 1000).unwrap();
+    let norm = Normalization::of(&samples, 1000).unwrap();
     let side = 48;
     let augmenter = Arc::new(AugmentConfig::large(side).build(5, &AugmentRegistry::with_builtins()).unwrap());
     let source = Arc::new(ViewSource {
@@ -114,7 +114,7 @@ fn views_of_files_decoded_per_visit_equal_views_of_their_full_decode() {
 }
 
 #[test]
-fn normalization_estimate_over_every_sample_is_the_exact_statistic() {
+fn normalization_over_every_sample_is_the_pooled_statistic() {
     let dir = tempfile::tempdir().unwrap();
     write_folder(dir.path());
     let files = folder::files(dir.path(), Subset::Train, "folder:test").unwrap();
@@ -126,7 +126,7 @@ fn normalization_estimate_over_every_sample_is_the_exact_statistic() {
         samples.load(i, &mut |_, h| h, &mut bytes, &mut img).unwrap();
         pixels.extend(img.data().chunks_exact(3).map(|p| [p[0] as f64 / 255.0, p[1] as f64 / 255.0, p[2] as f64 / 255.0]));
     }
-    let norm = Normalization::estimate(&samples, 1000).unwrap();
+    let norm = Normalization::of(&samples, 1000).unwrap();
     for c in 0..3 {
         let mean = pixels.iter().map(|p| p[c]).sum::<f64>() / pixels.len() as f64;
         let var = pixels.iter().map(|p| (p[c] - mean).powi(2)).sum::<f64>() / pixels.len() as f64;
@@ -134,7 +134,7 @@ fn normalization_estimate_over_every_sample_is_the_exact_statistic() {
         assert!((norm.std[c] as f64 - var.sqrt()).abs() < 1e-5, "std {c}: {} vs {}", norm.std[c], var.sqrt());
     }
     // Two of eight samples (indices 0 and 4) give a different, still plausible, estimate.
-    let two = Normalization::estimate(&samples, 2).unwrap();
+    let two = Normalization::of(&samples, 2).unwrap();
     assert_ne!(two, norm);
 }
 

@@ -2,13 +2,17 @@
 //! several strong views, made by the configured chains on a pool of workers; the ops applied
 //! to each view are listed in a text file beside the PNG. Views depend only on
 //! (seed, epoch, sample, view), so the PNG is byte-identical whatever `--workers` is.
+//!
+//! Samples are read as training reads them ([`train_samples`]): with `data.decode =
+//! "per-sample"` the views are made from each file at its own size, and the original is shown
+//! resized into a cell of the views' size.
 
 use crate::config::{RunConfig, DEFAULT_CONFIG};
-use crate::train::load_data;
+use crate::train::train_samples;
 use anyhow::Context as _;
-use protocon::data::Subset;
 use protocon::{Control, Ctx, Pipeline, Sink, Source, Stage, StageError, StageSpec};
-use protocon_stages::augment::{AugmentRegistry, AugmentedViews, Augmenter, Image, Workspace};
+use protocon_stages::augment::{crop, AugmentRegistry, AugmentedViews, Augmenter, Image, Workspace};
+use protocon_stages::samples::Samples;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -66,21 +70,30 @@ struct Row(usize, Image, AugmentedViews);
 impl protocon::Message for Row {}
 
 struct Views {
-    data: Arc<protocon::data::Dataset>,
+    data: Arc<dyn Samples>,
     augmenter: Arc<Augmenter>,
     epoch: u64,
+    /// Width and height of a grid cell: the views' size, which an original of another size
+    /// (a file decoded per sample) is resized to for display.
+    cell: (usize, usize),
     ws: Workspace,
+    bytes: Vec<u8>,
 }
 
 impl Stage for Views {
     type In = u64;
     type Out = Row;
     fn process(&mut self, row: u64, ctx: &mut Ctx<Row>) -> Result<(), StageError> {
-        let d = &self.data;
         let mut src = Image::default();
-        src.set_pixels(d.width(), d.height(), d.channels(), d.image(row as usize))?;
+        self.data.load(row as usize, &mut |_, height| height, &mut self.bytes, &mut src)?;
         let mut views = AugmentedViews::new();
         self.augmenter.views(&src, self.epoch, row, &mut self.ws, &mut views);
+        let (w, h) = self.cell;
+        if (src.width(), src.height()) != (w, h) {
+            let mut shown = Image::default();
+            crop::resize_into(&src, w, h, &mut shown, &mut self.ws);
+            src = shown;
+        }
         ctx.emit(Row(row as usize, src, views))
     }
 }
@@ -103,24 +116,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     config.data.train_limit = Some(args.samples);
     let seed = args.seed.unwrap_or(config.seed);
-    let data = Arc::new(load_data(&config, Subset::Train)?);
+    let (data, [_, h, w]) = train_samples(&config)?;
     let mut augment = config.augment.clone();
     augment.strong_views = args.strong;
     let augmenter = Arc::new(augment.build(seed, &AugmentRegistry::with_builtins())?);
-    let rows = args.samples.min(data.len());
+    let rows = args.samples.min(data.num_samples());
     let slots = Arc::new(Mutex::new((0..rows).map(|_| None).collect::<Vec<_>>()));
 
     let mut p = Pipeline::builder();
     let idx = p.source(StageSpec::new("samples").queue(4), move |_| Ok(Indices { next: 0, end: rows }));
     let (d, a, epoch) = (data.clone(), augmenter.clone(), args.epoch);
     let views = p.stage(StageSpec::new("augment").workers(args.workers).queue(4), idx, move |_| {
-        Ok(Views { data: d.clone(), augmenter: a.clone(), epoch, ws: Workspace::new() })
+        Ok(Views { data: d.clone(), augmenter: a.clone(), epoch, cell: (w, h), ws: Workspace::new(), bytes: Vec::new() })
     });
     let s = slots.clone();
     p.sink(StageSpec::new("collect"), views, move |_| Ok(Collect(s.clone())));
     p.run()?;
 
-    let (w, h) = (data.width() as u32, data.height() as u32);
+    let (w, h) = (w as u32, h as u32);
     let cols = 2 + args.strong as u32;
     let gap = 2u32;
     let (cell_w, cell_h) = (w * args.scale + gap, h * args.scale + gap);
@@ -140,7 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
         }
-        text.push_str(&format!("row {r} (sample {r}, label {}):\n{}\n", data.label(r), views.describe()));
+        text.push_str(&format!("row {r} (sample {r}, label {}):\n{}\n", data.labels()[r], views.describe()));
     }
     grid.save_with_format(&args.out, image::ImageFormat::Png).with_context(|| format!("writing {}", args.out.display()))?;
     let txt = args.out.with_extension("txt");

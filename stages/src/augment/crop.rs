@@ -1,7 +1,7 @@
 //! The weak augmentation's geometry (protocon.md s.2): random crop with reflect padding,
 //! horizontal flip, and RandomResizedCrop for large images.
 
-use super::{AugContext, AugRng, AugmentError, Augmentation, Image};
+use super::{AugContext, AugRng, AugmentError, Augmentation, Image, Workspace};
 use fast_image_resize as fir;
 use serde::{Deserialize, Serialize};
 
@@ -286,6 +286,13 @@ pub fn resized_crop_into(src: &Image, crop: CropBox, out_w: usize, out_h: usize,
         .expect("buffer sized above");
     let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
     resizer.resize(&window, &mut dst_view, &options).expect("same pixel type, non-empty images");
+}
+
+/// Resizes the whole of `src` to `out_w` x `out_h` into `dst` (bilinear, antialiased when
+/// shrinking): to show an image at another size, e.g. a file's original in a preview grid.
+pub fn resize_into(src: &Image, out_w: usize, out_h: usize, dst: &mut Image, ws: &mut Workspace) {
+    let whole = CropBox { left: 0, top: 0, width: src.width(), height: src.height() };
+    resized_crop_into(src, whole, out_w, out_h, dst, &mut ws.resizer);
 }
 
 impl RandomResizedCrop {
