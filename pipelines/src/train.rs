@@ -20,7 +20,7 @@ use protocon_stages::augment::{AugmentRegistry, Augmenter, Image, Workspace};
 use protocon_stages::compute::{Algorithm, ComputeConfig, ComputeStage, Record, TestSet};
 use protocon_stages::metrics::{self, MetricsSink, Observer};
 use protocon_stages::sampler::{StepSchedule, StepSampler};
-use protocon_stages::samples::{DecodedFiles, Samples};
+use protocon_stages::samples::{Samples, FILE_CHANNELS};
 use protocon_stages::views::{Normalization, StrongViews, ViewSource, WeakViews};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -84,7 +84,7 @@ pub fn train_samples(config: &RunConfig) -> anyhow::Result<(Arc<dyn Samples>, [u
         }
         Decode::PerSample => {
             let side = config.data.size.context("data.decode = \"per-sample\" needs data.size")?;
-            (Arc::new(DecodedFiles::new(train_files(config)?)), [DecodedFiles::CHANNELS, side, side])
+            (Arc::new(train_files(config)?), [FILE_CHANNELS, side, side])
         }
     })
 }

@@ -1,5 +1,5 @@
 //! Where the augmentation stages get a sample's pixels: an in-memory [`Dataset`], or an image
-//! folder's [`ImageFiles`] decoded each time a sample is visited ([`DecodedFiles`]).
+//! folder's [`ImageFiles`] decoded each time a sample is visited.
 //!
 //! Decoding per visit is what lets a data set larger than memory train, and it lets a view's
 //! first op (a RandomResizedCrop) say which rows it will read before the file is decoded: a
@@ -39,40 +39,12 @@ impl Samples for Dataset {
     }
 }
 
-/// An image folder decoded per visit, to RGB at each file's own size (grey files replicated
-/// to three channels, as the folder reader does at load).
-#[derive(Debug, Clone)]
-pub struct DecodedFiles {
-    files: ImageFiles,
-}
+/// Channels of every sample of an image folder decoded per visit: RGB, grey files replicated
+/// to three channels, as the folder reader does at load.
+pub const FILE_CHANNELS: usize = 3;
 
-impl DecodedFiles {
-    /// Channels of every decoded sample.
-    pub const CHANNELS: usize = 3;
-
-    pub fn new(files: ImageFiles) -> Self {
-        DecodedFiles { files }
-    }
-
-    /// The listed files.
-    pub fn files(&self) -> &ImageFiles {
-        &self.files
-    }
-}
-
-impl Labelled for DecodedFiles {
-    fn name(&self) -> &str {
-        self.files.name()
-    }
-    fn labels(&self) -> &[u16] {
-        self.files.labels()
-    }
-    fn classes(&self) -> &[String] {
-        self.files.classes()
-    }
-}
-
-impl Samples for DecodedFiles {
+/// An image folder decoded per visit, each file at its own size.
+impl Samples for ImageFiles {
     fn load(
         &self,
         index: usize,
@@ -80,8 +52,8 @@ impl Samples for DecodedFiles {
         bytes: &mut Vec<u8>,
         out: &mut Image,
     ) -> Result<(), StageError> {
-        self.files.read_into(index, bytes)?;
-        codec::decode_top_into(bytes, out, Self::CHANNELS, rows)
-            .map_err(|e| StageError::msg(format!("{}: {e}", self.files.path(index).display())))
+        self.read_into(index, bytes)?;
+        codec::decode_top_into(bytes, out, FILE_CHANNELS, rows)
+            .map_err(|e| StageError::msg(format!("{}: {e}", self.path(index).display())))
     }
 }

@@ -7,7 +7,7 @@ use protocon::{Control, Pipeline, Sink, StageError, StageSpec};
 use protocon_stages::augment::{codec, AugmentConfig, AugmentRegistry, Augmenter, Image, Workspace};
 use protocon_stages::batch::TrainBatch;
 use protocon_stages::sampler::{StepSampler, StepSchedule};
-use protocon_stages::samples::{DecodedFiles, Samples};
+use protocon_stages::samples::Samples;
 use protocon_stages::views::{Normalization, StrongViews, ViewSource, WeakViews};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -66,12 +66,11 @@ fn views_of_files_decoded_per_visit_equal_views_of_their_full_decode() {
     write_folder(dir.path());
     let files = folder::files(dir.path(), Subset::Train, "folder:test").unwrap();
     assert_eq!(files.labels(), &[0, 0, 0, 0, 1, 1, 1, 1], "classes sorted by name, then files");
-    let samples = DecodedFiles::new(files.clone());
-    let norm = Normalization::of(&samples, 1000).unwrap();
+    let norm = Normalization::of(&files, 1000).unwrap();
     let side = 48;
     let augmenter = Arc::new(AugmentConfig::large(side).build(5, &AugmentRegistry::with_builtins()).unwrap());
     let source = Arc::new(ViewSource {
-        data: Arc::new(samples),
+        data: Arc::new(files.clone()),
         shape: [3, side, side],
         augmenter: augmenter.clone(),
         norm: norm.clone(),
@@ -118,15 +117,14 @@ fn normalization_over_every_sample_is_the_pooled_statistic() {
     let dir = tempfile::tempdir().unwrap();
     write_folder(dir.path());
     let files = folder::files(dir.path(), Subset::Train, "folder:test").unwrap();
-    let samples = DecodedFiles::new(files.clone());
-    // Independently: pool every decoded pixel, then take mean and variance per channel.
+    // Independently: decode every file, pool its pixels, then take mean and variance per channel.
     let mut pixels: Vec<[f64; 3]> = Vec::new();
-    let (mut bytes, mut img) = (Vec::new(), Image::default());
+    let mut img = Image::default();
     for i in 0..files.num_samples() {
-        samples.load(i, &mut |_, h| h, &mut bytes, &mut img).unwrap();
+        codec::decode_into(&std::fs::read(files.path(i)).unwrap(), &mut img, 3).unwrap();
         pixels.extend(img.data().chunks_exact(3).map(|p| [p[0] as f64 / 255.0, p[1] as f64 / 255.0, p[2] as f64 / 255.0]));
     }
-    let norm = Normalization::of(&samples, 1000).unwrap();
+    let norm = Normalization::of(&files, 1000).unwrap();
     for c in 0..3 {
         let mean = pixels.iter().map(|p| p[c]).sum::<f64>() / pixels.len() as f64;
         let var = pixels.iter().map(|p| (p[c] - mean).powi(2)).sum::<f64>() / pixels.len() as f64;
@@ -134,7 +132,7 @@ fn normalization_over_every_sample_is_the_pooled_statistic() {
         assert!((norm.std[c] as f64 - var.sqrt()).abs() < 1e-5, "std {c}: {} vs {}", norm.std[c], var.sqrt());
     }
     // Two of eight samples (indices 0 and 4) give a different, still plausible, estimate.
-    let two = Normalization::of(&samples, 2).unwrap();
+    let two = Normalization::of(&files, 2).unwrap();
     assert_ne!(two, norm);
 }
 
@@ -147,11 +145,10 @@ fn a_file_that_cannot_be_decoded_is_an_error_naming_it() {
     std::fs::write(&bad, &bytes[..60]).unwrap();
     let files = folder::files(dir.path(), Subset::Train, "folder:test").unwrap();
     let index = (0..files.num_samples()).find(|&i| files.path(i) == bad).unwrap();
-    let samples = DecodedFiles::new(files);
     let (mut bytes, mut img) = (Vec::new(), Image::default());
-    let err = samples.load(index, &mut |_, h| h, &mut bytes, &mut img).unwrap_err().to_string();
+    let err = files.load(index, &mut |_, h| h, &mut bytes, &mut img).unwrap_err().to_string();
     assert!(err.contains("dog/3.jpg") && err.contains("JPEG"), "{err}");
     std::fs::remove_file(&bad).unwrap();
-    let err = samples.load(index, &mut |_, h| h, &mut bytes, &mut img).unwrap_err().to_string();
+    let err = files.load(index, &mut |_, h| h, &mut bytes, &mut img).unwrap_err().to_string();
     assert!(err.contains("dog/3.jpg"), "{err}");
 }
