@@ -23,7 +23,9 @@ pub fn load_dir(root: &Path, subset: Subset, options: &LoadOptions, name: &str) 
     let [height, width] = match options.size {
         Some(size) => size,
         None => {
-            let (h, w) = dimensions(&files[0].0)?;
+            // The first file sets the size every other must have; decoding it once more is
+            // cheaper to keep than a second header-only reader per format.
+            let (_, (h, w)) = decode_rgb(&files[0].0)?;
             [h, w]
         }
     };
@@ -220,18 +222,4 @@ fn decode_rgb(path: &Path) -> Result<(Vec<u8>, (usize, usize)), DataError> {
         .into_rgb8();
     let shape = (image.height() as usize, image.width() as usize);
     Ok((image.into_raw(), shape))
-}
-
-/// (height, width) of an image file, from its headers.
-fn dimensions(path: &Path) -> Result<(usize, usize), DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if jpeg::is_jpeg(&bytes) {
-        let jpeg = Jpeg::parse(&bytes).map_err(|source| DataError::Jpeg { path: path.to_path_buf(), source })?;
-        return Ok((jpeg.frame().height, jpeg.frame().width));
-    }
-    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| DataError::io(path, e))?;
-    let (w, h) = reader.into_dimensions().map_err(|e| DataError::Image { path: path.to_path_buf(), source: e })?;
-    Ok((h as usize, w as usize))
 }
