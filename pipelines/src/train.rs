@@ -8,7 +8,7 @@
 
 use crate::config::{Decode, RunConfig};
 use anyhow::{bail, Context as _};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use protocon::checkpoint::Checkpoint;
 use protocon::data::{self, DatasetKind, DatasetSpec, FetchOptions, Fit, ImageFiles, LoadOptions, Split, Subset};
 use protocon::model::{Network, NetworkOptions};
@@ -131,23 +131,6 @@ fn check_view_shape(data: &dyn Samples, augmenter: &Augmenter, shape: [usize; 3]
 /// (decoding every file of a large folder would take as long as an epoch).
 const NORMALIZATION_SAMPLES: usize = 1000;
 
-/// The test split as a normalised tensor.
-pub fn test_set(test: &protocon::data::Dataset, norm: &Normalization) -> anyhow::Result<TestSet> {
-    let (h, w, c) = (test.height(), test.width(), test.channels());
-    let len = c * h * w;
-    let mut values = vec![0f32; test.len() * len];
-    let mut img = protocon_stages::augment::Image::default();
-    for i in 0..test.len() {
-        img.set_pixels(w, h, c, test.image(i))?;
-        img.normalize_chw_into(&norm.mean, &norm.std, &mut values[i * len..(i + 1) * len]);
-    }
-    Ok(TestSet {
-        images: Tensor::from_vec(values, (test.len(), c, h, w), &Device::Cpu)?,
-        labels: test.labels().iter().map(|&l| l as u32).collect(),
-        classes: test.num_classes(),
-    })
-}
-
 /// A run's data, sampler schedule, augmentation source and compute stage, ready to be wired
 /// into a pipeline (by [`train`], or by `protocon bench pipeline`).
 pub struct Prepared {
@@ -192,7 +175,7 @@ pub fn prepare(config: &RunConfig, out: &Path) -> anyhow::Result<Prepared> {
     if unlabeled_batch > schedule.unlabeled.len() {
         bail!("train: {unlabeled_batch} unlabeled images per step, but only {} unlabeled images", schedule.unlabeled.len());
     }
-    let test = Arc::new(test_set(&test_data, &norm)?);
+    let test = Arc::new(TestSet::new(test_data, norm.clone()));
     std::fs::write(out.join("config.toml"), config.to_toml()?)?;
 
     let t = &config.train;

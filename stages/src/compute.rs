@@ -6,10 +6,13 @@
 //! Batches may arrive out of order (the augmentation stages are worker pools); they are applied
 //! in step order, so a run is the same whatever the number of augmentation workers.
 
+use crate::augment::Image;
 use crate::batch::TrainBatch;
 use crate::cluster::{ClusterJob, ClusterProgress};
+use crate::views::Normalization;
 use candle_core::{DType, Device, Tensor, D};
 use protocon::checkpoint::Checkpoint;
+use protocon::data::Dataset;
 use protocon::ema::Ema;
 use protocon::loss;
 use protocon::model::{Mode, Network};
@@ -64,11 +67,12 @@ pub struct ComputeConfig {
     pub steps_per_epoch: u64,
 }
 
-/// The test split, normalised, ready for the network.
+/// The test split and the normalisation the network was trained with. Images stay u8 and are
+/// normalised one chunk at a time as they are evaluated, so the set takes a quarter of the
+/// memory a normalised f32 copy would (7.5 GB rather than 30 GB for 50,000 images at 224 px).
 pub struct TestSet {
-    pub images: Tensor,
-    pub labels: Vec<u32>,
-    pub classes: usize,
+    data: Dataset,
+    norm: Normalization,
 }
 
 /// Accuracy and confusion matrix (`rows = true class`, `cols = predicted`).
@@ -79,19 +83,37 @@ pub struct Evaluation {
 }
 
 impl TestSet {
+    pub fn new(data: Dataset, norm: Normalization) -> Self {
+        TestSet { data, norm }
+    }
+
+    /// The test images and labels.
+    pub fn data(&self) -> &Dataset {
+        &self.data
+    }
+
     /// Evaluate `net` in inference mode, in chunks of `chunk` images.
     pub fn evaluate(&self, net: &Network, chunk: usize) -> candle_core::Result<Evaluation> {
-        let n = self.labels.len();
-        let mut confusion = vec![vec![0u64; self.classes]; self.classes];
+        let data = &self.data;
+        let (n, classes) = (data.len(), data.num_classes());
+        let (h, w, c) = (data.height(), data.width(), data.channels());
+        let image_len = c * h * w;
+        let mut confusion = vec![vec![0u64; classes]; classes];
         let mut correct = 0u64;
+        let mut values = vec![0f32; chunk.min(n) * image_len];
+        let mut img = Image::default();
         let mut start = 0;
         while start < n {
             let len = chunk.min(n - start);
-            let x = self.images.narrow(0, start, len)?;
+            for (k, i) in (start..start + len).enumerate() {
+                img.set_pixels(w, h, c, data.image(i)).map_err(candle_core::Error::wrap)?;
+                img.normalize_chw_into(&self.norm.mean, &self.norm.std, &mut values[k * image_len..(k + 1) * image_len]);
+            }
+            let x = Tensor::from_slice(&values[..len * image_len], (len, c, h, w), &Device::Cpu)?;
             let pred: Vec<u32> = net.forward(&x, Mode::Eval)?.logits.argmax(D::Minus1)?.to_vec1()?;
-            for (p, &y) in pred.iter().zip(&self.labels[start..start + len]) {
+            for (p, &y) in pred.iter().zip(&data.labels()[start..start + len]) {
                 confusion[y as usize][*p as usize] += 1;
-                correct += (*p == y) as u64;
+                correct += (*p == y as u32) as u64;
             }
             start += len;
         }
@@ -518,5 +540,55 @@ impl Stage for ComputeStage {
         // Ends the cluster stage's input.
         self.cluster_async = None;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocon::model::{Arch, NetworkOptions};
+
+    /// Chunked evaluation with per-chunk normalisation gives the confusion matrix of one
+    /// forward pass over the whole set, normalised independently.
+    #[test]
+    fn evaluation_in_chunks_equals_one_pass_over_the_normalised_set() {
+        let (n, h, w, c, classes) = (23, 32, 32, 3, 10);
+        // Each image a flat colour of its own plus a little texture.
+        let pixels: Vec<u8> = (0..n * h * w * c)
+            .map(|i| {
+                let (img, ch) = (i / (h * w * c), i % c);
+                ((img * [71, 131, 29][ch] + (i / c) % 7 * 5) % 256) as u8
+            })
+            .collect();
+        let labels: Vec<u16> = (0..n).map(|i| (i * 3 % classes) as u16).collect();
+        let names = (0..classes).map(|k| k.to_string()).collect();
+        let data = Dataset::new("t", (h, w, c), pixels.clone(), labels.clone(), names).unwrap();
+        let norm = Normalization { mean: vec![0.4, 0.5, 0.6], std: vec![0.2, 0.25, 0.3] };
+        let options = NetworkOptions { bn_momentum: 0.1, ..Default::default() };
+        let net = Network::build(Arch::CnnSmall, classes, None, 3, &Device::Cpu, &options).unwrap();
+
+        let mut values = vec![0f32; n * c * h * w];
+        for (i, px) in pixels.chunks_exact(h * w * c).enumerate() {
+            for (p, rgb) in px.chunks_exact(c).enumerate() {
+                for ch in 0..c {
+                    values[i * c * h * w + ch * h * w + p] = (rgb[ch] as f32 / 255.0 - norm.mean[ch]) / norm.std[ch];
+                }
+            }
+        }
+        let x = Tensor::from_vec(values, (n, c, h, w), &Device::Cpu).unwrap();
+        let pred: Vec<u32> = net.forward(&x, Mode::Eval).unwrap().logits.argmax(D::Minus1).unwrap().to_vec1().unwrap();
+        let mut want = vec![vec![0u64; classes]; classes];
+        for (p, &y) in pred.iter().zip(&labels) {
+            want[y as usize][*p as usize] += 1;
+        }
+        assert!(pred.iter().any(|&p| p != pred[0]), "a constant prediction would not test the order: {pred:?}");
+
+        let test = TestSet::new(data, norm);
+        for chunk in [5, 23, 500] {
+            let eval = test.evaluate(&net, chunk).unwrap();
+            assert_eq!(eval.confusion, want, "chunk {chunk}");
+            let correct: u64 = (0..classes).map(|k| want[k][k]).sum();
+            assert_eq!(eval.accuracy, correct as f64 / n as f64);
+        }
     }
 }

@@ -1,12 +1,13 @@
 //! `protocon eval`: accuracy and confusion matrix of a checkpoint's EMA (or raw) model.
 
 use crate::config::RunConfig;
-use crate::train::{load_data, test_set};
+use crate::train::load_data;
 use anyhow::Context as _;
 use candle_core::Device;
 use protocon::checkpoint::Checkpoint;
 use protocon::data::Subset;
 use protocon::model::{Network, NetworkOptions};
+use protocon_stages::compute::TestSet;
 use protocon_stages::views::Normalization;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -49,7 +50,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let prefix = if args.raw { "model." } else { "ema." };
     let tensors: HashMap<_, _> = ck.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect();
     net.params().load(&tensors).with_context(|| format!("checkpoint {}", path.display()))?;
-    let eval = test_set(&test, &norm)?.evaluate(&net, 500)?;
+    let test = TestSet::new(test, norm);
+    let eval = test.evaluate(&net, 500)?;
+    let test = test.data();
     if args.json {
         println!("{}", serde_json::json!({"checkpoint": path, "model": if args.raw {"raw"} else {"ema"},
             "step": ck.meta["step"], "images": test.len(), "accuracy": eval.accuracy, "confusion": eval.confusion}));
