@@ -105,6 +105,11 @@ fn color_blends_with_luma() {
     let mut img = Image::new(1, 1, 3, vec![200, 100, 0]).unwrap();
     enhance::color(&mut img, 0.0);
     assert_eq!(img.data(), &[118, 118, 118]);
+    // Above 1 the blend leaves 0..=255 and saturates, as Pillow clips:
+    // 118 + 3 * 82 = 364 -> 255, 118 - 3 * 18 = 64, 118 - 3 * 118 = -236 -> 0.
+    let mut img = Image::new(1, 1, 3, vec![200, 100, 0]).unwrap();
+    enhance::color(&mut img, 3.0);
+    assert_eq!(img.data(), &[255, 64, 0]);
 }
 
 #[test]

@@ -21,8 +21,20 @@ use super::Image;
 /// `d + alpha * (v - d)` as Pillow's `ImagingBlend` computes it for 8-bit bands.
 #[inline(always)]
 fn blend(d: u8, v: u8, alpha: f32) -> u8 {
-    // `as u8` truncates toward zero and saturates: both of Pillow's branches at once.
-    (d as f32 + alpha * (v as i32 - d as i32) as f32) as u8
+    // Truncating toward zero and saturating covers both of Pillow's branches at once.
+    saturate_u8(d as f32 + alpha * (v as i32 - d as i32) as f32)
+}
+
+/// `v as u8`: truncation toward zero, saturating at 0 and 255, NaN to 0. A float-to-int `as`
+/// cast must handle out-of-range values and NaN, which keeps loops over it scalar (one
+/// `cvttss2si` per byte); once the value is known to lie in 0..=255 the unchecked conversion
+/// vectorizes.
+#[inline(always)]
+fn saturate_u8(v: f32) -> u8 {
+    // `max` returns 0 for NaN, so the value is a number in 0.0..=255.0.
+    let v = v.max(0.0).min(255.0);
+    // SAFETY: `v` is finite and within i32's range (see above).
+    unsafe { v.to_int_unchecked::<i32>() as u8 }
 }
 
 /// ITU-R 601-2 luma as Pillow's `convert("L")` computes it.
@@ -121,7 +133,7 @@ fn smooth_into(src: &Image, dst: &mut Image) {
             ss += bl[i] as f32 * k + bc[i] as f32 * k + br[i] as f32 * k;
             ss += ml[i] as f32 * k + mc[i] as f32 * k5 + mr[i] as f32 * k;
             ss += al[i] as f32 * k + ac[i] as f32 * k + ar[i] as f32 * k;
-            out[i] = ss as u8;
+            out[i] = saturate_u8(ss);
         }
     }
 }
