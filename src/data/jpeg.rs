@@ -60,7 +60,10 @@ impl Frame {
 /// so the caller can size its buffer.
 pub struct Jpeg<'a> {
     bytes: &'a [u8],
-    decoder: Decoder<'a>,
+    /// Built by [`parse`](Self::parse) unless the file's own headers told the frame (plain
+    /// gray or three-component sequential files): then it is built at decode time, on the
+    /// shortened copy when the file is cut, so a cut file is parsed by the decoder once.
+    decoder: Option<Decoder<'a>>,
     frame: Frame,
     format: PixelFormat,
     /// Where the file can be cut short: see [`TopRows`].
@@ -81,13 +84,17 @@ struct TopRows {
     height_at: usize,
     /// Rows per MCU row: the cut is made on a multiple of it.
     mcu_rows: usize,
+    /// The frame header's width, height and number of components.
+    width: usize,
+    height: usize,
+    components: u8,
 }
 
 impl TopRows {
     /// Reads the markers up to the first scan; `None` when the file must decode in full.
     fn find(bytes: &[u8]) -> Option<TopRows> {
         let mut at = MAGIC.len() - 1;
-        let mut frame: Option<(usize, u8, usize)> = None; // (height offset, components, mcu rows)
+        let mut frame: Option<TopRows> = None;
         loop {
             if *bytes.get(at)? != 0xFF {
                 return None;
@@ -107,14 +114,20 @@ impl TopRows {
                         return None;
                     }
                     let max_v = (0..components as usize).map(|c| segment[6 + 3 * c + 1] & 0x0F).max()?;
-                    frame = Some((at + 5, components, 8 * max_v.max(1) as usize));
+                    frame = Some(TopRows {
+                        height_at: at + 5,
+                        mcu_rows: 8 * max_v.max(1) as usize,
+                        width: u16::from_be_bytes([segment[3], segment[4]]) as usize,
+                        height: u16::from_be_bytes([segment[1], segment[2]]) as usize,
+                        components,
+                    });
                 }
                 // Every other frame type (DHT C4, JPG C8 and DAC CC are not frames).
                 0xC2..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => return None,
                 // SOS: the first scan must hold every component.
                 0xDA => {
-                    let (height_at, components, mcu_rows) = frame?;
-                    return (*segment.first()? == components).then_some(TopRows { height_at, mcu_rows });
+                    let frame = frame?;
+                    return (*segment.first()? == frame.components).then_some(frame);
                 }
                 _ => {}
             }
@@ -135,24 +148,38 @@ impl<'a> Jpeg<'a> {
     /// Reads the headers of `bytes`. Gray files decode to one channel, every other colour
     /// space (YCbCr, RGB, CMYK, YCCK) to RGB; [`rgb`](Self::rgb) asks for RGB from gray too.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, JpegError> {
-        let mut decoder = Decoder::new(bytes).map_err(JpegError::from)?;
-        let (width, height) = (decoder.output_width(), decoder.output_height());
+        let top_rows = TopRows::find(bytes);
+        // One component is gray and three are YCbCr (or RGB): the decoder would say the same.
+        let told = top_rows.filter(|t| matches!(t.components, 1 | 3) && t.width > 0 && t.height > 0);
+        let (decoder, width, height, gray) = match told {
+            Some(t) => (None, t.width, t.height, t.components == 1),
+            None => {
+                let decoder = Decoder::new(bytes).map_err(JpegError::from)?;
+                let (width, height) = (decoder.output_width(), decoder.output_height());
+                let gray = decoder.jpeg_color_space() == ColorSpace::Grayscale;
+                (Some(decoder), width, height, gray)
+            }
+        };
         if width == 0 || height == 0 {
             return Err(JpegError(format!("frame is {width}x{height}: expected a non-empty image")));
         }
-        let gray = decoder.jpeg_color_space() == ColorSpace::Grayscale;
         let format = if gray { PixelFormat::Grayscale } else { PixelFormat::Rgb };
-        decoder.set_output_format(format);
         let frame = Frame { width, height, channels: if gray { 1 } else { 3 } };
-        Ok(Jpeg { bytes, decoder, frame, format, top_rows: TopRows::find(bytes) })
+        Ok(Jpeg { bytes, decoder, frame, format, top_rows }.with_format(format))
     }
 
     /// Decode to RGB whatever the file holds (gray replicated to three channels, as Pillow's
     /// `convert("RGB")` does).
     pub fn rgb(mut self) -> Self {
         self.frame.channels = 3;
-        self.format = PixelFormat::Rgb;
-        self.decoder.set_output_format(PixelFormat::Rgb);
+        self.with_format(PixelFormat::Rgb)
+    }
+
+    fn with_format(mut self, format: PixelFormat) -> Self {
+        self.format = format;
+        if let Some(decoder) = &mut self.decoder {
+            decoder.set_output_format(format);
+        }
         self
     }
 
@@ -166,7 +193,22 @@ impl<'a> Jpeg<'a> {
     /// for Pillow by default, never an image partly filled with grey.
     pub fn decode_into(&self, out: &mut [u8]) -> Result<(), JpegError> {
         self.check_buffer(out)?;
-        decode_with(&self.decoder, out)
+        self.decode_whole(out)
+    }
+
+    /// The full decode, through the decoder `parse` built or a new one.
+    fn decode_whole(&self, out: &mut [u8]) -> Result<(), JpegError> {
+        match &self.decoder {
+            Some(decoder) => decode_with(decoder, out),
+            None => decode_with(&self.decoder_on(self.bytes)?, out),
+        }
+    }
+
+    /// A decoder over `bytes` (the file or its shortened copy) writing this file's format.
+    fn decoder_on<'b>(&self, bytes: &'b [u8]) -> Result<Decoder<'b>, JpegError> {
+        let mut decoder = Decoder::new(bytes).map_err(JpegError::from)?;
+        decoder.set_output_format(self.format);
+        Ok(decoder)
     }
 
     /// Decodes the first `rows` rows into `out` (which holds the whole [`Frame::len`]), with
@@ -183,13 +225,11 @@ impl<'a> Jpeg<'a> {
         let Frame { width, height, channels } = self.frame;
         let (top, cut_height) = match self.top_rows.map(|top| (top, top.cut(rows, height))) {
             Some((top, cut)) if cut < height => (top, cut),
-            _ => return decode_with(&self.decoder, out),
+            _ => return self.decode_whole(out),
         };
         let mut shortened = self.bytes.to_vec();
         shortened[top.height_at..top.height_at + 2].copy_from_slice(&(cut_height as u16).to_be_bytes());
-        let mut decoder = Decoder::new(&shortened).map_err(JpegError::from)?;
-        decoder.set_output_format(self.format);
-        decode_with(&decoder, &mut out[..cut_height * width * channels])
+        decode_with(&self.decoder_on(&shortened)?, &mut out[..cut_height * width * channels])
     }
 
     fn check_buffer(&self, out: &[u8]) -> Result<(), JpegError> {
