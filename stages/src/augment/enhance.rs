@@ -30,6 +30,7 @@ fn blend(d: u8, v: u8, alpha: f32) -> u8 {
 /// `cvttss2si` per byte); once the value is known to lie in 0..=255 the unchecked conversion
 /// vectorizes.
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // `clamp` keeps NaN, which the unchecked conversion must not see
 fn saturate_u8(v: f32) -> u8 {
     // `max` returns 0 for NaN, so the value is a number in 0.0..=255.0.
     let v = v.max(0.0).min(255.0);
