@@ -147,12 +147,9 @@ impl Stage for WeakViews {
             let s = &mut self.scratch;
             // An unlabeled sample's strong view is built later from these same pixels, so the
             // decode reaches the lower of the two views' crops.
-            let weak = augmenter.key(epoch, index as u64, Augmenter::WEAK_VIEW);
-            let strong = augmenter.key(epoch, index as u64, Augmenter::strong_view_id(0));
-            let mut rows = |w, h| {
-                let r = augmenter.rows_read(w, h, weak);
-                if strong_too { r.max(augmenter.rows_read(w, h, strong)) } else { r }
-            };
+            let keys = [Augmenter::WEAK_VIEW, Augmenter::strong_view_id(0)].map(|view| augmenter.key(epoch, index as u64, view));
+            let keys = if strong_too { &keys[..] } else { &keys[..1] };
+            let mut rows = |w, h| augmenter.rows_read(w, h, keys);
             let mut pixels = if strong_too { Image::default() } else { std::mem::take(&mut s.src) };
             data.load(index as usize, &mut rows, &mut s.bytes, &mut pixels)?;
             s.log.clear();

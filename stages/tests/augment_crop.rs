@@ -164,7 +164,7 @@ fn views_of_a_jpeg_decoded_down_to_the_rows_they_read_match_the_full_decode() {
         let (weak, strong) = (aug.key(0, index, Augmenter::WEAK_VIEW), aug.key(0, index, Augmenter::strong_view_id(0)));
         // One view per decode, and both views from one decode (down to the lower crop).
         for keys in [&[weak][..], &[strong], &[weak, strong]] {
-            let rows = keys.iter().map(|&k| aug.rows_read(w, h, k)).max().unwrap();
+            let rows = aug.rows_read(w, h, keys);
             cut += usize::from(rows + 16 < h);
             top.set_pixels(w, h, 3, &vec![0; w * h * 3]).unwrap(); // rows not decoded stay black
             codec::decode_top_into(&jpg, &mut top, 3, |_, _| rows).unwrap();

@@ -209,24 +209,25 @@ fn run_once(aug: &Augmenter, inputs: &Inputs, view: View, images: usize, threads
                     let (mut decoded, mut out, mut log) = (Image::default(), Image::default(), Vec::new());
                     let mut checksum = 0u64;
                     barrier.wait();
-                    let ids: &[u32] = match view {
-                        View::Weak => &[WEAK],
-                        View::Strong => &[STRONG],
-                        View::Both => &[WEAK, STRONG],
-                    };
                     for i in (t..images).step_by(threads) {
+                        let both = [WEAK, STRONG].map(|id| aug.key(epoch, i as u64, id));
+                        let keys = match view {
+                            View::Weak => &both[..1],
+                            View::Strong => &both[1..],
+                            View::Both => &both[..],
+                        };
                         let src = match inputs {
                             Inputs::Decoded(pool) => &pool[i % pool.len()],
                             Inputs::Encoded(files) => {
                                 // Decode down to the lowest row the views will read.
-                                let rows = |w, h| ids.iter().map(|&id| aug.rows_read(w, h, aug.key(epoch, i as u64, id))).max().unwrap_or(h);
+                                let rows = |w, h| aug.rows_read(w, h, keys);
                                 codec::decode_top_into(&files[i % files.len()], &mut decoded, 3, rows).expect("checked at load");
                                 &decoded
                             }
                         };
                         log.clear();
-                        for &id in ids {
-                            aug.view(src, aug.key(epoch, i as u64, id), &mut ws, &mut out, &mut log);
+                        for &key in keys {
+                            aug.view(src, key, &mut ws, &mut out, &mut log);
                             checksum = checksum.wrapping_add(u64::from(out.data()[out.data().len() / 2]));
                         }
                     }

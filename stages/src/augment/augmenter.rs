@@ -103,9 +103,10 @@ impl Augmenter {
     }
 
     /// How many rows, from the top, [`Augmenter::view`] will read of a `width x height`
-    /// source for the view `key` ([`Chain::rows_read`]).
-    pub fn rows_read(&self, width: usize, height: usize, key: DrawKey) -> usize {
-        self.chain(key).rows_read(width, height, key)
+    /// source to build each of the views `keys` from one decode: the lowest of their crops
+    /// ([`Chain::rows_read`] of each view's chain; 0 for no view).
+    pub fn rows_read(&self, width: usize, height: usize, keys: &[DrawKey]) -> usize {
+        keys.iter().map(|&key| self.chain(key).rows_read(width, height, key)).max().unwrap_or(0)
     }
 
     /// The chain that builds the view `key`.
