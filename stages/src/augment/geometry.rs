@@ -223,17 +223,63 @@ pub fn flip_horizontal(img: &mut Image) {
         img.data_mut().chunks_exact_mut(row).for_each(<[u8]>::reverse);
         return;
     }
-    // Each row is copied aside, then its pixels are written back in reverse order: about 3x
-    // faster at 224x224 than reversing `[u8; 3]` elements in place, which swaps byte by byte.
+    // Each row is copied aside, then its pixels are written back in reverse order.
     let mut copy = vec![0u8; row];
     for r in img.data_mut().chunks_exact_mut(row) {
         copy.copy_from_slice(r);
-        let (src, _) = copy.as_chunks::<3>();
-        let (dst, _) = r.as_chunks_mut::<3>();
-        for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-            *d = *s;
+        reverse_rgb(&copy, r);
+    }
+}
+
+/// Writes the RGB pixels of `src` into `dst` (the same length) in reverse order.
+///
+/// Flipping is the last op of every RandomResizedCrop view, so it runs on half of all views
+/// at 224x224; with SSSE3 (any x86-64 CPU since 2006) a byte shuffle reverses five pixels at
+/// once, several times faster than moving three bytes per pixel.
+fn reverse_rgb(src: &[u8], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("ssse3") {
+        // SAFETY: the CPU has SSSE3, checked just above.
+        let done = unsafe { reverse_rgb_ssse3(src, dst) };
+        return reverse_rgb_scalar(&src[..src.len() - done], &mut dst[done..]);
+    }
+    reverse_rgb_scalar(src, dst);
+}
+
+fn reverse_rgb_scalar(src: &[u8], dst: &mut [u8]) {
+    let (src, _) = src.as_chunks::<3>();
+    let (dst, _) = dst.as_chunks_mut::<3>();
+    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+        *d = *s;
+    }
+}
+
+/// Reverses the first 5 g pixels of `dst` from the last ones of `src`, five at a time, with
+/// 16-byte loads and stores that stay inside both slices; returns the bytes of `dst` done
+/// (a multiple of 15, leaving at least one pixel for [`reverse_rgb_scalar`], which
+/// overwrites the one byte each store writes past its five pixels).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+unsafe fn reverse_rgb_ssse3(src: &[u8], dst: &mut [u8]) -> usize {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_setr_epi8, _mm_shuffle_epi8, _mm_storeu_si128};
+    assert_eq!(src.len(), dst.len());
+    let n = src.len() / 3;
+    // Group g writes dst pixels 5g..5g+5 from src pixels n-5-5g..n-5g, loaded from one byte
+    // before them: lane j holds src byte 3(n-5-5g) - 1 + j. Both ends stay in bounds while
+    // 5g <= n - 6.
+    let groups = if n >= 6 { (n - 6) / 5 + 1 } else { 0 };
+    let mask = _mm_setr_epi8(13, 14, 15, 10, 11, 12, 7, 8, 9, 4, 5, 6, 1, 2, 3, 0);
+    for g in 0..groups {
+        let from = 3 * (n - 5 - 5 * g) - 1;
+        let to = 15 * g;
+        debug_assert!(from + 16 <= src.len() && to + 16 <= dst.len());
+        // SAFETY: both 16-byte ranges are in bounds (5g <= n - 6, see above).
+        unsafe {
+            let v = _mm_loadu_si128(src.as_ptr().add(from) as *const __m128i);
+            _mm_storeu_si128(dst.as_mut_ptr().add(to) as *mut __m128i, _mm_shuffle_epi8(v, mask));
         }
     }
+    15 * groups
 }
 
 /// Turns by 180 degrees (Pillow's `Transpose.ROTATE_180`).
@@ -262,6 +308,31 @@ pub fn quarter_turn_into(src: &Image, dst: &mut Image, ccw: bool) {
             let o = (y * ow + x) * c;
             let i = (yin * w + xin) * c;
             dst.data_mut()[o..o + c].copy_from_slice(&src.data()[i..i + c]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flipping_reverses_the_pixels_of_every_row_at_every_width() {
+        // Widths around the 5-pixel groups of the shuffled path and its bounds (n - 6),
+        // checked pixel by pixel against the definition.
+        for width in (1..=40).chain([223, 224, 225, 500]) {
+            for channels in [1, 3] {
+                let (w, h) = (width, 3);
+                let data: Vec<u8> = (0..w * h * channels).map(|i| (i * 7 % 251) as u8).collect();
+                let src = Image::new(w, h, channels, data).unwrap();
+                let mut img = src.clone();
+                flip_horizontal(&mut img);
+                for y in 0..h {
+                    for x in 0..w {
+                        assert_eq!(img.pixel(x, y), src.pixel(w - 1 - x, y), "width {w}, {channels} channels, ({x}, {y})");
+                    }
+                }
+            }
         }
     }
 }
