@@ -193,7 +193,7 @@ pub struct DataSection {
     /// to `size`) or `"per-sample"` (an image folder's files are read and decoded each time a
     /// step uses them, at their own size). With `"per-sample"`, `size` is the side of the views
     /// the augmentation chains must produce (a `random_resized_crop` of that size leads both
-    /// chains), and a JPEG stops decoding below the lowest row the two views' crops read. It
+    /// chains), and a JPEG is decoded only around the two views' crops. It
     /// is for folders too large to hold decoded; the test subset is still decoded at load.
     #[serde(default)]
     pub decode: Decode,

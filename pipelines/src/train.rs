@@ -10,6 +10,7 @@ use crate::config::{Decode, RunConfig};
 use anyhow::{bail, Context as _};
 use candle_core::Device;
 use protocon::checkpoint::Checkpoint;
+use protocon::data::jpeg::Region;
 use protocon::data::{self, DatasetKind, DatasetSpec, FetchOptions, Fit, ImageFiles, LoadOptions, Split, Subset};
 use protocon::model::{Network, NetworkOptions};
 use protocon::optim::SgdConfig;
@@ -105,7 +106,7 @@ fn train_files(config: &RunConfig) -> anyhow::Result<ImageFiles> {
 /// worker mid-run.
 fn check_view_shape(data: &dyn Samples, augmenter: &Augmenter, shape: [usize; 3], strong: bool) -> anyhow::Result<()> {
     let (mut bytes, mut img, mut view, mut ws) = (Vec::new(), Image::default(), Image::default(), Workspace::new());
-    data.load(0, &mut |_, height| height, &mut bytes, &mut img).map_err(|e| anyhow::anyhow!("{e}"))?;
+    data.load(0, &mut Region::whole, &mut bytes, &mut img).map_err(|e| anyhow::anyhow!("{e}"))?;
     let chains = [(Augmenter::WEAK_VIEW, "augment.weak"), (Augmenter::strong_view_id(0), "augment.strong")];
     for (id, key) in chains.into_iter().take(if strong { 2 } else { 1 }) {
         augmenter.view(&img, augmenter.key(0, 0, id), &mut ws, &mut view, &mut Vec::new());

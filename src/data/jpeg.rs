@@ -10,8 +10,9 @@
 //!
 //! Decoding at the ImageNet-style size dominates the cost of a view, so [`Jpeg::decode_into`]
 //! writes into the caller's buffer and allocates nothing for the output, and
-//! [`Jpeg::decode_top_into`] decodes only the rows a random crop will read (the CPU form of
-//! NVIDIA DALI's fused decode-and-crop): the entropy-coded data below them is never touched.
+//! [`Jpeg::decode_region_into`] decodes only the part a random crop will read (the CPU form
+//! of NVIDIA DALI's fused decode-and-crop): the entropy-coded data below it is never touched,
+//! and the columns beside it are not upsampled or colour-converted.
 
 use libjpeg_turbo_rs::{ColorSpace, Decoder, Encoder, PixelFormat, Subsampling};
 
@@ -70,7 +71,8 @@ pub struct Jpeg<'a> {
     top_rows: Option<TopRows>,
 }
 
-/// What [`Jpeg::decode_top_into`] needs to decode a file's first rows only.
+/// What [`Jpeg::decode_region_into`] needs to decode a file's first rows only, and a window of
+/// their columns.
 ///
 /// In a sequential (baseline or extended, Huffman-coded, 8-bit) file whose first scan holds
 /// every component, the entropy-coded data runs MCU row by MCU row from the top. A copy of the
@@ -84,6 +86,8 @@ struct TopRows {
     height_at: usize,
     /// Rows per MCU row: the cut is made on a multiple of it.
     mcu_rows: usize,
+    /// The largest horizontal sampling factor: 2 when chroma is halved across (4:2:0, 4:2:2).
+    max_h: u8,
     /// The frame header's width, height and number of components.
     width: usize,
     height: usize,
@@ -114,9 +118,11 @@ impl TopRows {
                         return None;
                     }
                     let max_v = (0..components as usize).map(|c| segment[6 + 3 * c + 1] & 0x0F).max()?;
+                    let max_h = (0..components as usize).map(|c| segment[6 + 3 * c + 1] >> 4).max()?;
                     frame = Some(TopRows {
                         height_at: at + 5,
                         mcu_rows: 8 * max_v.max(1) as usize,
+                        max_h,
                         width: u16::from_be_bytes([segment[3], segment[4]]) as usize,
                         height: u16::from_be_bytes([segment[1], segment[2]]) as usize,
                         components,
@@ -142,6 +148,63 @@ impl TopRows {
     fn cut(&self, rows: usize, height: usize) -> usize {
         (rows + 1).div_ceil(self.mcu_rows).saturating_mul(self.mcu_rows).min(height)
     }
+
+    /// The columns `(x, width)` to ask the decoder for (`Decoder::set_crop`) so that columns
+    /// `region.left..region.right` come out as in the full decode, or `None` for every column.
+    ///
+    /// libjpeg's cropped decode (`jpeg_crop_scanline`, which libjpeg-turbo-rs follows) starts
+    /// the window on an iMCU column and treats the window's edges as the image's, so the
+    /// chroma upsampling next to them repeats the edge sample instead of reading the one
+    /// beyond. So the window gets [`EDGE_MARGIN`] more columns on each side, and must be at
+    /// least [`MIN_WINDOW`] wide (libjpeg upsamples chroma two samples wide or less by
+    /// repetition). Tests check every region of a 70-pixel-wide image on 9 layouts against the
+    /// full decode, and fail without the margin.
+    fn columns(&self, region: Region, width: usize) -> Option<(usize, usize)> {
+        if !matches!(self.components, 1 | 3) || !matches!(self.max_h, 1 | 2) || region.left >= region.right {
+            return None;
+        }
+        let x = region.left.saturating_sub(EDGE_MARGIN);
+        let end = region.right.saturating_add(EDGE_MARGIN).min(width);
+        let aligned = x / (8 * self.max_h as usize) * (8 * self.max_h as usize);
+        let narrower = aligned > 0 || end < width;
+        (narrower && end >= aligned + MIN_WINDOW).then_some((x, end - x))
+    }
+}
+
+/// Columns decoded beyond each side of a [`Region`]: the chroma upsampling of a pixel reads the
+/// chroma sample beside it, 2 pixels away at most.
+const EDGE_MARGIN: usize = 2;
+
+/// The narrowest window a [`Region`] is decoded in; narrower requests decode every column.
+const MIN_WINDOW: usize = 16;
+
+/// The part of an image a decode must give exactly: columns `left..right` of rows
+/// `0..bottom`. For a crop box, everything from the top of the image down to its bottom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub left: usize,
+    pub right: usize,
+    pub bottom: usize,
+}
+
+impl Region {
+    /// All of a `width x height` image.
+    pub fn whole(width: usize, height: usize) -> Region {
+        Region::top(height, width)
+    }
+
+    /// Every column of rows `0..rows` of a `width`-pixel-wide image.
+    pub fn top(rows: usize, width: usize) -> Region {
+        Region { left: 0, right: width, bottom: rows }
+    }
+}
+
+/// The columns [`Jpeg::decode_region_into`] wrote: each row holds `width` pixels, starting at
+/// column `left` of the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Columns {
+    pub left: usize,
+    pub width: usize,
 }
 
 impl<'a> Jpeg<'a> {
@@ -211,25 +274,59 @@ impl<'a> Jpeg<'a> {
         Ok(decoder)
     }
 
-    /// Decodes the first `rows` rows into `out` (which holds the whole [`Frame::len`]), with
-    /// exactly the pixels [`decode_into`](Self::decode_into) gives them. What lies below
-    /// them in `out` is unspecified (a few more decoded rows, then what was there before), so
-    /// the caller must read rows `0..rows` only.
+    /// Decodes at least `region` into `out` (which holds the whole [`Frame::len`]): rows of
+    /// the returned [`Columns`]' width, packed from the start of `out`, whose rows
+    /// `0..region.bottom` and columns `region.left..region.right` hold exactly the pixels
+    /// [`decode_into`](Self::decode_into) gives them. Everything else in `out` is
+    /// unspecified (a few more decoded rows and columns, then what was there before).
     ///
     /// For a random crop this skips the entropy-coded data below the crop (about a tenth of
-    /// the decoding of a 500x375 photo under RandomResizedCrop). A file whose data is not
-    /// stored top to bottom in one scan (progressive, say) is decoded in full. Corrupt data
-    /// below the cut goes unseen, as it does for any region-of-interest decoder.
-    pub fn decode_top_into(&self, rows: usize, out: &mut [u8]) -> Result<(), JpegError> {
+    /// the decoding of a 500x375 photo under RandomResizedCrop), and the upsampling and
+    /// colour conversion of the columns beside it. A file whose data is not stored top to
+    /// bottom in one scan (progressive, say) is decoded in full, and so are the columns of
+    /// files whose chroma is subsampled other than by 1 or 2 across. Corrupt data below the
+    /// cut goes unseen, as it does for any region-of-interest decoder.
+    pub fn decode_region_into(&self, region: Region, out: &mut [u8]) -> Result<Columns, JpegError> {
         self.check_buffer(out)?;
         let Frame { width, height, channels } = self.frame;
-        let (top, cut_height) = match self.top_rows.map(|top| (top, top.cut(rows, height))) {
-            Some((top, cut)) if cut < height => (top, cut),
-            _ => return self.decode_whole(out),
+        let whole = Columns { left: 0, width };
+        let Some(top) = self.top_rows else {
+            return self.decode_whole(out).map(|()| whole);
         };
-        let mut shortened = self.bytes.to_vec();
-        shortened[top.height_at..top.height_at + 2].copy_from_slice(&(cut_height as u16).to_be_bytes());
-        decode_with(&self.decoder_on(&shortened)?, &mut out[..cut_height * width * channels])
+        let (cut_height, columns) = (top.cut(region.bottom, height), top.columns(region, width));
+        if cut_height == height && columns.is_none() {
+            return self.decode_whole(out).map(|()| whole);
+        }
+        let shortened;
+        let bytes = if cut_height < height {
+            let mut copy = self.bytes.to_vec();
+            copy[top.height_at..top.height_at + 2].copy_from_slice(&(cut_height as u16).to_be_bytes());
+            shortened = copy;
+            &shortened[..]
+        } else {
+            self.bytes
+        };
+        let mut decoder = self.decoder_on(bytes)?;
+        let written = match columns {
+            Some((x, w)) => {
+                decoder.set_crop(x, w);
+                // The decoder widens the window leftwards to an iMCU column: its output size says how far.
+                let bytes_out = decoder.output_buffer_size().map_err(JpegError::from)?;
+                let out_width = bytes_out / (cut_height * channels);
+                Columns { left: x + w - out_width, width: out_width }
+            }
+            None => whole,
+        };
+        decode_with(&decoder, &mut out[..cut_height * written.width * channels])?;
+        Ok(written)
+    }
+
+    /// Decodes the first `rows` rows of every column into `out` (which holds the whole
+    /// [`Frame::len`]), with exactly the pixels [`decode_into`](Self::decode_into) gives them;
+    /// what lies below them is unspecified. [`decode_region_into`](Self::decode_region_into)
+    /// with a [`Region::top`].
+    pub fn decode_top_into(&self, rows: usize, out: &mut [u8]) -> Result<(), JpegError> {
+        self.decode_region_into(Region::top(rows, self.frame.width), out).map(drop)
     }
 
     fn check_buffer(&self, out: &[u8]) -> Result<(), JpegError> {
@@ -423,6 +520,54 @@ mod tests {
             // The cut really happens: the last row is left alone unless a request comes
             // within an MCU row and the margin of the bottom.
             assert!(cuts >= height - 2 - 32, "{name}: only {cuts} of {height} requests were cut short");
+        }
+    }
+
+    #[test]
+    fn regions_decode_exactly_as_the_full_decode_does() {
+        use Subsampling::*;
+        let cases = [
+            ("4:2:0", PixelFormat::Rgb, S420, false),
+            ("4:2:2", PixelFormat::Rgb, S422, false),
+            ("4:4:4", PixelFormat::Rgb, S444, false),
+            ("4:4:0", PixelFormat::Rgb, S440, false),
+            ("4:1:0", PixelFormat::Rgb, S410, false),
+            ("4:4:1", PixelFormat::Rgb, S441, false),
+            ("2:4", PixelFormat::Rgb, S24, false),
+            ("4:2:0 with restart markers", PixelFormat::Rgb, S420, true),
+            ("gray", PixelFormat::Grayscale, S444, false),
+        ];
+        for (name, format, subsampling, restart) in cases {
+            let (width, height) = (70, 40);
+            let jpg = encoded(width, height, format, subsampling, restart, false);
+            for jpeg in [Jpeg::parse(&jpg).unwrap(), Jpeg::parse(&jpg).unwrap().rgb()] {
+                let c = jpeg.frame().channels;
+                let full = jpeg.decode().unwrap();
+                let mut narrowed = 0;
+                for bottom in [height, 9] {
+                    for left in 0..width {
+                        for right in left + 1..=width {
+                            let mut out = vec![SENTINEL; full.len()];
+                            let region = Region { left, right, bottom };
+                            let cols = jpeg.decode_region_into(region, &mut out).unwrap();
+                            assert!(cols.left <= left && right <= cols.left + cols.width, "{name}: {region:?} -> {cols:?}");
+                            for y in 0..bottom {
+                                let got = &out[(y * cols.width + left - cols.left) * c..][..(right - left) * c];
+                                let want = &full[(y * width + left) * c..][..(right - left) * c];
+                                assert_eq!(got, want, "{name}, {c} channels: row {y} of {region:?} ({cols:?})");
+                            }
+                            narrowed += usize::from(cols.width < width);
+                        }
+                    }
+                }
+                // Chroma subsampled 4 across (4:1:0) decodes every column; the others narrow
+                // most windows.
+                if name == "4:1:0" {
+                    assert_eq!(narrowed, 0, "{name}");
+                } else {
+                    assert!(narrowed > 2 * 1500, "{name}: only {narrowed} of 2 x 2485 regions were decoded narrower");
+                }
+            }
         }
     }
 

@@ -41,8 +41,8 @@ pub struct TrainBatch {
     pub images: Vec<f32>,
     /// The decoded pixels of each unlabeled sample, from which the weak stage built its weak
     /// view and the strong stage builds its strong view (so both views come from one decode);
-    /// emptied by the strong stage. For a JPEG decoded per visit only the rows down to the
-    /// lower of the two crops hold the image.
+    /// emptied by the strong stage. For a JPEG decoded per visit only a window of columns
+    /// spanning the two crops ([`Image::window`]), down to the lower one, holds the image.
     pub sources: Vec<Image>,
 }
 

@@ -2,25 +2,27 @@
 //! folder's [`ImageFiles`] decoded each time a sample is visited.
 //!
 //! Decoding per visit is what lets a data set larger than memory train, and it lets a view's
-//! first op (a RandomResizedCrop) say which rows it will read before the file is decoded: a
-//! JPEG then stops decoding below them ([`codec::decode_top_into`]), with the same pixels as a
-//! full decode.
+//! first op (a RandomResizedCrop) say which box it will read before the file is decoded: a
+//! JPEG then stops decoding below it and decodes only a window of columns around it
+//! ([`codec::decode_region_into`]), with the same pixels there as a full decode.
 
 use crate::augment::{codec, Image};
+use protocon::data::jpeg::Region;
 use protocon::data::{Dataset, ImageFiles, Labelled};
 use protocon::StageError;
 
 /// A labelled set of images the view stages can load one sample of at a time.
 pub trait Samples: Labelled + Send + Sync {
-    /// Puts sample `index` into `out`. Only rows `0..rows(width, height)` need hold the
-    /// image (the rest is unspecified), where `width x height` is the sample's size; an
-    /// in-memory set copies the whole image.
+    /// Puts sample `index` into `out`. Only `region(width, height)` need hold the image,
+    /// where `width x height` is the sample's size: `out` may be a window of columns around it
+    /// ([`Image::window`]) whose rows below it are unspecified. An in-memory set copies the
+    /// whole image.
     ///
     /// `bytes` is scratch space for the encoded file, kept between calls.
     fn load(
         &self,
         index: usize,
-        rows: &mut dyn FnMut(usize, usize) -> usize,
+        region: &mut dyn FnMut(usize, usize) -> Region,
         bytes: &mut Vec<u8>,
         out: &mut Image,
     ) -> Result<(), StageError>;
@@ -30,7 +32,7 @@ impl Samples for Dataset {
     fn load(
         &self,
         index: usize,
-        _rows: &mut dyn FnMut(usize, usize) -> usize,
+        _region: &mut dyn FnMut(usize, usize) -> Region,
         _bytes: &mut Vec<u8>,
         out: &mut Image,
     ) -> Result<(), StageError> {
@@ -48,12 +50,12 @@ impl Samples for ImageFiles {
     fn load(
         &self,
         index: usize,
-        rows: &mut dyn FnMut(usize, usize) -> usize,
+        region: &mut dyn FnMut(usize, usize) -> Region,
         bytes: &mut Vec<u8>,
         out: &mut Image,
     ) -> Result<(), StageError> {
         self.read_into(index, bytes)?;
-        codec::decode_top_into(bytes, out, FILE_CHANNELS, rows)
+        codec::decode_region_into(bytes, out, FILE_CHANNELS, region)
             .map_err(|e| StageError::msg(format!("{}: {e}", self.path(index).display())))
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! The weak stage loads every sample ([`Samples::load`]: a copy of an in-memory image, or a
 //! file decoded per visit) and passes each unlabeled sample's pixels on in the batch, so its
-//! strong view comes from the same decode; a JPEG decoded per visit stops below the lower of the
+//! strong view comes from the same decode; a JPEG decoded per visit is decoded only around the
 //! two views' crops.
 //!
 //! Randomness is keyed on (run seed, epoch, sample index, view): labeled samples, which repeat
@@ -14,6 +14,7 @@
 use crate::augment::{AppliedOp, Augmenter, Image, Workspace};
 use crate::batch::{StepPlan, TrainBatch};
 use crate::samples::Samples;
+use protocon::data::jpeg::Region;
 use protocon::{Ctx, Stage, StageError};
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ impl Normalization {
         let (mut bytes, mut img) = (Vec::new(), Image::default());
         let mut moments: Option<Moments> = None;
         for k in 0..take {
-            samples.load(k * n / take, &mut |_, height| height, &mut bytes, &mut img)?;
+            samples.load(k * n / take, &mut Region::whole, &mut bytes, &mut img)?;
             moments.get_or_insert_with(|| Moments::new(img.channels())).add(img.data());
         }
         Ok(moments.unwrap_or_else(|| Moments::new(1)).finish())
@@ -146,12 +147,12 @@ impl Stage for WeakViews {
         for (slot, (index, epoch, strong_too)) in labeled.chain(unlabeled).enumerate() {
             let s = &mut self.scratch;
             // An unlabeled sample's strong view is built later from these same pixels, so the
-            // decode reaches the lower of the two views' crops.
+            // decode covers both views' crops.
             let keys = [Augmenter::WEAK_VIEW, Augmenter::strong_view_id(0)].map(|view| augmenter.key(epoch, index as u64, view));
             let keys = if strong_too { &keys[..] } else { &keys[..1] };
-            let mut rows = |w, h| augmenter.rows_read(w, h, keys);
+            let mut region = |w, h| augmenter.region_read(w, h, keys);
             let mut pixels = if strong_too { Image::default() } else { std::mem::take(&mut s.src) };
-            data.load(index as usize, &mut rows, &mut s.bytes, &mut pixels)?;
+            data.load(index as usize, &mut region, &mut s.bytes, &mut pixels)?;
             s.log.clear();
             augmenter.weak_view(&pixels, epoch, index as u64, &mut s.ws, &mut s.view, &mut s.log);
             check_view(&s.view, shape)?;

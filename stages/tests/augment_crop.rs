@@ -1,7 +1,7 @@
 //! Weak-view geometry: reflect-pad crop, flip, RandomResizedCrop.
 
 use protocon_stages::augment::{
-    crop, geometry, AugRng, Chain, CropFlip, DrawKey, HorizontalFlip, Image, RandomResizedCrop, ReflectCrop, Workspace,
+    crop, geometry, AugRng, Chain, CropBox, CropFlip, DrawKey, HorizontalFlip, Image, RandomResizedCrop, ReflectCrop, Workspace,
 };
 
 #[test]
@@ -132,24 +132,24 @@ fn random_resized_crop_outputs_the_configured_size() {
 }
 
 #[test]
-fn rows_read_is_the_bottom_of_the_box_random_resized_crop_draws() {
+fn region_read_is_the_box_random_resized_crop_draws() {
     let rrc = RandomResizedCrop::default();
     let chain = Chain::new().with("random_resized_crop", rrc.clone()).with("flip", HorizontalFlip::default());
     for index in 0..200 {
         let key = DrawKey::new(3, 1, index, 0);
-        let b = rrc.draw_box(&mut key.rng(0), 500, 375);
-        assert_eq!(chain.rows_read(500, 375, key), b.top + b.height);
+        assert_eq!(chain.region_read(500, 375, key), rrc.draw_box(&mut key.rng(0), 500, 375));
     }
-    // A chain that does not start with a crop reads every row.
+    // A chain that does not start with a crop reads every pixel.
+    let whole = CropBox { left: 0, top: 0, width: 500, height: 375 };
     let flip_first = Chain::new().with("flip", HorizontalFlip::default()).with("random_resized_crop", rrc);
-    assert_eq!(flip_first.rows_read(500, 375, DrawKey::new(3, 1, 0, 0)), 375);
-    assert_eq!(Chain::new().rows_read(500, 375, DrawKey::new(3, 1, 0, 0)), 375);
+    assert_eq!(flip_first.region_read(500, 375, DrawKey::new(3, 1, 0, 0)), whole);
+    assert_eq!(Chain::new().region_read(500, 375, DrawKey::new(3, 1, 0, 0)), whole);
 }
 
 /// The fused decode-and-crop path gives every view of a JPEG photo exactly as the full decode
-/// does, while skipping the bottom of the file for most views.
+/// does, while skipping the bottom of the file and the columns beside the crops for most views.
 #[test]
-fn views_of_a_jpeg_decoded_down_to_the_rows_they_read_match_the_full_decode() {
+fn views_of_a_jpeg_decoded_around_the_boxes_they_read_match_the_full_decode() {
     use protocon_stages::augment::{codec, AugmentConfig, AugmentRegistry, Augmenter};
     let (w, h) = (160, 120);
     let photo = Image::new(w, h, 3, (0..w * h * 3).map(|i| (((i * 7919) % 251) ^ (i / 3 % w)) as u8).collect()).unwrap();
@@ -157,23 +157,29 @@ fn views_of_a_jpeg_decoded_down_to_the_rows_they_read_match_the_full_decode() {
     let aug = AugmentConfig::large(64).build(11, &AugmentRegistry::with_builtins()).unwrap();
     let mut full = Image::default();
     codec::decode_into(&jpg, &mut full, 3).unwrap();
-    let (mut top, mut ws, mut log) = (Image::default(), Workspace::new(), Vec::new());
+    assert_eq!(full.window(), (0, w));
+    let (mut part, mut ws, mut log) = (Image::default(), Workspace::new(), Vec::new());
     let (mut want, mut got) = (Image::default(), Image::default());
-    let mut cut = 0;
+    let (mut cut, mut narrowed) = (0, 0);
     for index in 0..60u64 {
         let (weak, strong) = (aug.key(0, index, Augmenter::WEAK_VIEW), aug.key(0, index, Augmenter::strong_view_id(0)));
-        // One view per decode, and both views from one decode (down to the lower crop).
+        // One view per decode, and both views from one decode (covering both crops).
         for keys in [&[weak][..], &[strong], &[weak, strong]] {
-            let rows = aug.rows_read(w, h, keys);
-            cut += usize::from(rows + 16 < h);
-            top.set_pixels(w, h, 3, &vec![0; w * h * 3]).unwrap(); // rows not decoded stay black
-            codec::decode_top_into(&jpg, &mut top, 3, |_, _| rows).unwrap();
+            let region = aug.region_read(w, h, keys);
+            cut += usize::from(region.bottom + 16 < h);
+            part.set_pixels(w, h, 3, &vec![0; w * h * 3]).unwrap(); // pixels not decoded stay black
+            codec::decode_region_into(&jpg, &mut part, 3, |_, _| region).unwrap();
+            let (left, full_width) = part.window();
+            assert_eq!((full_width, part.height()), (w, h));
+            assert!(left <= region.left && region.right <= left + part.width(), "{region:?} in ({left}, +{})", part.width());
+            narrowed += usize::from(part.width() < w);
             for &key in keys {
                 aug.view(&full, key, &mut ws, &mut want, &mut log);
-                aug.view(&top, key, &mut ws, &mut got, &mut log);
+                aug.view(&part, key, &mut ws, &mut got, &mut log);
                 assert_eq!(got, want, "sample {index}, view {}", key.view);
             }
         }
     }
     assert!(cut >= 40, "only {cut} of 180 decodes could stop an MCU row early or more");
+    assert!(narrowed >= 40, "only {narrowed} of 180 decodes were narrowed to a window");
 }

@@ -1,7 +1,8 @@
 //! The view stages on an image folder decoded per visit: every weak and strong view in the
 //! batches equals the view built from the file's full decode, though each unlabeled file is
-//! decoded once, only down to the lower of its two crops.
+//! decoded once, only around its two crops (down to the lower one, across both).
 
+use protocon::data::jpeg::Region;
 use protocon::data::{folder, Labelled, Subset};
 use protocon::{Control, Pipeline, Sink, StageError, StageSpec};
 use protocon_stages::augment::{codec, AugmentConfig, AugmentRegistry, Augmenter, Image, Workspace};
@@ -146,9 +147,9 @@ fn a_file_that_cannot_be_decoded_is_an_error_naming_it() {
     let files = folder::files(dir.path(), Subset::Train, "folder:test").unwrap();
     let index = (0..files.num_samples()).find(|&i| files.path(i) == bad).unwrap();
     let (mut bytes, mut img) = (Vec::new(), Image::default());
-    let err = files.load(index, &mut |_, h| h, &mut bytes, &mut img).unwrap_err().to_string();
+    let err = files.load(index, &mut Region::whole, &mut bytes, &mut img).unwrap_err().to_string();
     assert!(err.contains("dog/3.jpg") && err.contains("JPEG"), "{err}");
     std::fs::remove_file(&bad).unwrap();
-    let err = files.load(index, &mut |_, h| h, &mut bytes, &mut img).unwrap_err().to_string();
+    let err = files.load(index, &mut Region::whole, &mut bytes, &mut img).unwrap_err().to_string();
     assert!(err.contains("dog/3.jpg"), "{err}");
 }

@@ -219,9 +219,9 @@ fn run_once(aug: &Augmenter, inputs: &Inputs, view: View, images: usize, threads
                         let src = match inputs {
                             Inputs::Decoded(pool) => &pool[i % pool.len()],
                             Inputs::Encoded(files) => {
-                                // Decode down to the lowest row the views will read.
-                                let rows = |w, h| aug.rows_read(w, h, keys);
-                                codec::decode_top_into(&files[i % files.len()], &mut decoded, 3, rows).expect("checked at load");
+                                // Decode only the part the views will read.
+                                let region = |w, h| aug.region_read(w, h, keys);
+                                codec::decode_region_into(&files[i % files.len()], &mut decoded, 3, region).expect("checked at load");
                                 &decoded
                             }
                         };

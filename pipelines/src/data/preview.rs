@@ -10,6 +10,7 @@
 use crate::config::{RunConfig, DEFAULT_CONFIG};
 use crate::train::train_samples;
 use anyhow::Context as _;
+use protocon::data::jpeg::Region;
 use protocon::{Control, Ctx, Pipeline, Sink, Source, Stage, StageError, StageSpec};
 use protocon_stages::augment::{crop, AugmentRegistry, AugmentedViews, Augmenter, Image, Workspace};
 use protocon_stages::samples::Samples;
@@ -85,7 +86,7 @@ impl Stage for Views {
     type Out = Row;
     fn process(&mut self, row: u64, ctx: &mut Ctx<Row>) -> Result<(), StageError> {
         let mut src = Image::default();
-        self.data.load(row as usize, &mut |_, height| height, &mut self.bytes, &mut src)?;
+        self.data.load(row as usize, &mut Region::whole, &mut self.bytes, &mut src)?;
         let mut views = AugmentedViews::new();
         self.augmenter.views(&src, self.epoch, row, &mut self.ws, &mut views);
         let (w, h) = self.cell;

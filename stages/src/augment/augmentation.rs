@@ -1,13 +1,13 @@
 //! The plug-in point: [`Augmentation`], the context it runs in, and the record of what ran.
 //!
 //! A custom augmentation is one type with one required method (`apply`), like ripgrep's
-//! `Matcher` or candle's `Module` (docs/style.md); `apply_from` and `rows_read` are optional
-//! shortcuts for ops that crop (read the source in place; let a JPEG decode stop below the
-//! crop). Everything else an op may need comes through
+//! `Matcher` or candle's `Module` (docs/style.md); `apply_from` and `region_read` are
+//! optional shortcuts for ops that crop (read the source in place; let a JPEG decode only
+//! around the crop). Everything else an op may need comes through
 //! [`AugContext`]: its random stream (keyed on the sample, never on the worker), a scratch
 //! image to avoid allocating, and a way to report what it did for previews.
 
-use super::{AugRng, Image};
+use super::{AugRng, CropBox, Image};
 use std::fmt;
 use std::sync::Arc;
 
@@ -55,15 +55,16 @@ pub trait Augmentation: Send + Sync {
         self.apply(out, ctx);
     }
 
-    /// How many rows, from the top, [`Augmentation::apply_from`] will read of a `width x
-    /// height` source when `rng` is the stream it will be given; `None` (the default) means
-    /// it may read any.
+    /// The box of a `width x height` source that [`Augmentation::apply_from`] will read when
+    /// `rng` is the stream it will be given; `None` (the default) means it may read any pixel.
     ///
-    /// A decoder then stops after those rows ([`Chain::rows_read`](super::Chain::rows_read)):
-    /// a random crop near the top of a photo never pays for decoding its bottom. An override
-    /// must make the same draws `apply_from` makes, so that it describes the very crop
-    /// `apply_from` will take.
-    fn rows_read(&self, width: usize, height: usize, rng: &mut AugRng) -> Option<usize> {
+    /// A decoder then stops below the box and may decode only a window of columns around
+    /// it ([`Chain::region_read`](super::Chain::region_read)): a random crop of a photo never
+    /// pays for decoding the rest. An override must make the same draws `apply_from` makes, so
+    /// that it describes the very crop `apply_from` will take, and `apply_from` must then
+    /// accept a source that is such a window ([`Image::window`]): full height, with only the
+    /// box's rows and columns guaranteed.
+    fn region_read(&self, width: usize, height: usize, rng: &mut AugRng) -> Option<CropBox> {
         let _ = (width, height, rng);
         None
     }

@@ -7,6 +7,7 @@
 //! [`AugmentedViews`] to reuse.
 
 use super::{AppliedOp, Chain, DrawKey, Image, Workspace};
+use protocon::data::jpeg::Region;
 use std::fmt;
 
 /// The weak and strong chains of a run, and its seed.
@@ -102,11 +103,17 @@ impl Augmenter {
         self.chain(key).apply_from(src, out, key, ws, log);
     }
 
-    /// How many rows, from the top, [`Augmenter::view`] will read of a `width x height`
-    /// source to build each of the views `keys` from one decode: the lowest of their crops
-    /// ([`Chain::rows_read`] of each view's chain; 0 for no view).
-    pub fn rows_read(&self, width: usize, height: usize, keys: &[DrawKey]) -> usize {
-        keys.iter().map(|&key| self.chain(key).rows_read(width, height, key)).max().unwrap_or(0)
+    /// The part of a `width x height` source [`Augmenter::view`] will read to build each of
+    /// the views `keys` from one decode: every row down to the lowest of their boxes
+    /// ([`Chain::region_read`] of each view's chain), the columns from the leftmost box's left
+    /// edge to the rightmost's right edge (nothing for no view). A decoder may decode only that.
+    pub fn region_read(&self, width: usize, height: usize, keys: &[DrawKey]) -> Region {
+        let boxes = keys.iter().map(|&key| self.chain(key).region_read(width, height, key));
+        boxes.fold(Region { left: usize::MAX, right: 0, bottom: 0 }, |r, b| Region {
+            left: r.left.min(b.left),
+            right: r.right.max(b.left + b.width),
+            bottom: r.bottom.max(b.top + b.height),
+        })
     }
 
     /// The chain that builds the view `key`.

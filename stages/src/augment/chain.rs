@@ -1,6 +1,6 @@
 //! [`Chain`]: an ordered list of named augmentations that builds one view.
 
-use super::{AppliedOp, AugContext, Augmentation, DrawKey, Image, OpName, Workspace};
+use super::{AppliedOp, AugContext, Augmentation, CropBox, DrawKey, Image, OpName, Workspace};
 use std::fmt;
 use std::sync::Arc;
 
@@ -80,12 +80,12 @@ impl Chain {
         }
     }
 
-    /// How many rows, from the top, [`Chain::apply_from`] will read of a `width x height`
-    /// source for the view `key`: what its first element reports
-    /// ([`Augmentation::rows_read`]), else every row. A decoder may stop there.
-    pub fn rows_read(&self, width: usize, height: usize, key: DrawKey) -> usize {
-        let first = self.elements.first().and_then(|e| e.op.rows_read(width, height, &mut key.rng(0)));
-        first.unwrap_or(height).min(height)
+    /// The box of a `width x height` source that [`Chain::apply_from`] will read for the view
+    /// `key`: what its first element reports ([`Augmentation::region_read`]), else the whole
+    /// image. A decoder may decode only that much.
+    pub fn region_read(&self, width: usize, height: usize, key: DrawKey) -> CropBox {
+        let first = self.elements.first().and_then(|e| e.op.region_read(width, height, &mut key.rng(0)));
+        first.unwrap_or(CropBox { left: 0, top: 0, width, height })
     }
 
     /// Runs element `slot` with its random stream, recording it under its name if the op

@@ -6,46 +6,57 @@
 //! 8-bit gray or RGB (the common case), so a reader worker allocates nothing per image.
 
 use super::{enhance, AugmentError, Image};
-use protocon::data::jpeg::{self, Frame, Jpeg, JpegError};
+use protocon::data::jpeg::{self, Columns, Frame, Jpeg, JpegError, Region};
 use image::{ColorType, ExtendedColorType, ImageDecoder, ImageEncoder, ImageReader};
 use std::io::Cursor;
 
 /// Decodes `bytes` (format guessed from the content) into `out` with `channels` channels
 /// (1: gray, converted with PIL's luma; 3: RGB, gray files replicated).
 pub fn decode_into(bytes: &[u8], out: &mut Image, channels: usize) -> Result<(), AugmentError> {
-    decode_top_into(bytes, out, channels, |_, height| height)
+    decode_region_into(bytes, out, channels, Region::whole)
 }
 
-/// Like [`decode_into`], but only rows `0..rows(width, height)` of `out` need hold the image:
-/// the rest is unspecified. A JPEG file then stops decoding below them
-/// ([`Jpeg::decode_top_into`]); give it [`Augmenter::rows_read`](super::Augmenter::rows_read)
-/// of the views to be built, and they come out exactly as from the full decode.
-pub fn decode_top_into(
+/// Like [`decode_into`], but only `region(width, height)` of the image need come out as in
+/// the full decode. A JPEG file then stops decoding below it and may decode only a window of
+/// columns around it ([`Jpeg::decode_region_into`]): `out` is then that window
+/// ([`Image::window`]), with the full height, and its rows below the region unspecified.
+/// Give it [`Augmenter::region_read`](super::Augmenter::region_read) of the views to be
+/// built, and they come out exactly as from the full decode.
+pub fn decode_region_into(
     bytes: &[u8],
     out: &mut Image,
     channels: usize,
-    rows: impl FnOnce(usize, usize) -> usize,
+    region: impl FnOnce(usize, usize) -> Region,
 ) -> Result<(), AugmentError> {
     if channels != 1 && channels != 3 {
         return Err(AugmentError::Channels(channels));
     }
-    if jpeg::is_jpeg(bytes) {
-        decode_jpeg_into(bytes, out, rows)?;
+    let columns = if jpeg::is_jpeg(bytes) {
+        Some(decode_jpeg_into(bytes, out, region)?)
     } else {
         decode_other_into(bytes, out)?;
-    }
+        None
+    };
+    // Per pixel, so it converts the window's packed rows at the start of the buffer too.
     convert_channels(out, channels);
+    if let Some(columns) = columns.filter(|c| c.width < out.width()) {
+        out.narrow_to_window(columns.left, columns.width);
+    }
     Ok(())
 }
 
 /// JPEG through [`protocon::data::jpeg`]: the pixels Pillow decodes the file to, written
-/// straight into `out`, down to row `rows(width, height)` at least.
-fn decode_jpeg_into(bytes: &[u8], out: &mut Image, rows: impl FnOnce(usize, usize) -> usize) -> Result<(), AugmentError> {
+/// straight into `out` (sized for the whole image), `region(width, height)` at least.
+fn decode_jpeg_into(
+    bytes: &[u8],
+    out: &mut Image,
+    region: impl FnOnce(usize, usize) -> Region,
+) -> Result<Columns, AugmentError> {
     let err = |e: JpegError| AugmentError::Decode(e.to_string());
     let jpeg = Jpeg::parse(bytes).map_err(err)?;
     let frame = jpeg.frame();
     out.reshape(frame.width, frame.height, frame.channels);
-    jpeg.decode_top_into(rows(frame.width, frame.height), out.data_mut()).map_err(err)
+    jpeg.decode_region_into(region(frame.width, frame.height), out.data_mut()).map_err(err)
 }
 
 /// Every other format `image` reads (PNG here).

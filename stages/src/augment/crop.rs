@@ -297,10 +297,16 @@ pub fn resize_into(src: &Image, out_w: usize, out_h: usize, dst: &mut Image, ws:
 
 impl RandomResizedCrop {
     /// Draws the window for `src`, records it, and writes the resized crop into `out`.
+    /// `src` may be a window of the decoded image holding the box ([`Image::window`]): the box
+    /// is drawn on the whole image, then read from the window.
     fn crop_from(&self, src: &Image, out: &mut Image, ctx: &mut AugContext<'_>) {
-        let crop = self.draw_box(ctx.rng(), src.width(), src.height());
-        let area = (crop.width * crop.height) as f32 / (src.width() * src.height()) as f32;
+        let (left, full_width) = src.window();
+        let mut crop = self.draw_box(ctx.rng(), full_width, src.height());
+        let area = (crop.width * crop.height) as f32 / (full_width * src.height()) as f32;
         ctx.record_builtin("ResizedCrop", None, Some(area));
+        crop.left = crop.left.checked_sub(left).filter(|x| x + crop.width <= src.width()).unwrap_or_else(|| {
+            panic!("the crop {crop:?} lies outside the decoded window ({left}, +{}): region_read differs from crop_from", src.width())
+        });
         resized_crop_into(src, crop, self.size, self.size, out, &mut ctx.workspace().resizer);
     }
 }
@@ -314,9 +320,8 @@ impl Augmentation for RandomResizedCrop {
         self.crop_from(src, out, ctx);
     }
 
-    /// The crop's bottom edge: [`resized_crop_into`] reads the window's rows only.
-    fn rows_read(&self, width: usize, height: usize, rng: &mut AugRng) -> Option<usize> {
-        let crop = self.draw_box(rng, width, height);
-        Some(crop.top + crop.height)
+    /// The crop: [`resized_crop_into`] reads its pixels only.
+    fn region_read(&self, width: usize, height: usize, rng: &mut AugRng) -> Option<CropBox> {
+        Some(self.draw_box(rng, width, height))
     }
 }

@@ -18,6 +18,10 @@ pub struct Image {
     height: usize,
     channels: usize,
     data: Vec<u8>,
+    /// Column of the original image this image's column 0 is, and the original's width:
+    /// `(0, width)` unless it is a decoded window ([`Image::window`]).
+    left: usize,
+    full_width: usize,
 }
 
 impl Image {
@@ -27,7 +31,7 @@ impl Image {
     /// neither 1 nor 3, or when the image is empty.
     pub fn new(width: usize, height: usize, channels: usize, data: Vec<u8>) -> Result<Image, AugmentError> {
         check_shape(width, height, channels, data.len())?;
-        Ok(Image { width, height, channels, data })
+        Ok(Image { width, height, channels, data, left: 0, full_width: width })
     }
 
     /// An image of the given size with every byte set to `value`.
@@ -43,6 +47,29 @@ impl Image {
     /// Height in pixels.
     pub fn height(&self) -> usize {
         self.height
+    }
+
+    /// Where this image's columns lie in the image it was decoded from: `(left, full_width)`,
+    /// so its column `x` is the original's column `left + x`. `(0, width)` for a whole image.
+    ///
+    /// A decoder told which columns the views will read decodes only a window around them
+    /// ([`codec::decode_region_into`](super::codec::decode_region_into)). Only an op that
+    /// reported those columns ([`Augmentation::region_read`](super::Augmentation::region_read))
+    /// is ever given such a window, as its chain's source; every op's output is whole.
+    pub fn window(&self) -> (usize, usize) {
+        (self.left, self.full_width)
+    }
+
+    /// Makes this image the window of columns `left..left + width` of itself: the buffer's
+    /// first `width * height` pixels become the rows (a decoder wrote them packed there).
+    ///
+    /// # Panics
+    /// When the window does not lie within the image.
+    pub fn narrow_to_window(&mut self, left: usize, width: usize) {
+        assert!(width > 0 && left + width <= self.width, "window {left}+{width} of a {}-pixel-wide image", self.width);
+        self.left += left;
+        self.width = width;
+        self.data.truncate(width * self.height * self.channels);
     }
 
     /// Bytes per pixel: 1 (gray) or 3 (RGB).
@@ -99,6 +126,7 @@ impl Image {
         self.width = src.width;
         self.height = src.height;
         self.channels = src.channels;
+        (self.left, self.full_width) = (src.left, src.full_width);
         self.data.clear();
         self.data.extend_from_slice(&src.data);
     }
@@ -116,17 +144,20 @@ impl Image {
         self.width = width;
         self.height = height;
         self.channels = channels;
+        (self.left, self.full_width) = (0, width);
         self.data.clear();
         self.data.extend_from_slice(data);
         Ok(())
     }
 
-    /// Resizes the buffer for a `width` x `height` image with `channels` channels, keeping
-    /// the allocation. The pixel values afterwards are unspecified (ops overwrite them all).
+    /// Resizes the buffer for a whole `width` x `height` image with `channels` channels,
+    /// keeping the allocation. The pixel values afterwards are unspecified (ops overwrite
+    /// them all).
     pub(crate) fn reshape(&mut self, width: usize, height: usize, channels: usize) {
         self.width = width;
         self.height = height;
         self.channels = channels;
+        (self.left, self.full_width) = (0, width);
         self.data.resize(width * height * channels, 0);
     }
 
