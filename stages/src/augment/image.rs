@@ -6,17 +6,22 @@
 //! ([`Image::copy_from`] keeps the allocation).
 
 use super::AugmentError;
+use std::fmt;
 
 /// An 8-bit image: `height` rows of `width` pixels of `channels` interleaved bytes.
 ///
-/// Invariant: `data.len() == width * height * channels`, `channels` is 1 (gray) or 3 (RGB),
-/// and the image is not empty, except for [`Image::default`], an empty placeholder that is
-/// meant to be overwritten with [`Image::copy_from`] or [`Image::set_pixels`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Invariant: `data` holds at least `width * height * channels` bytes, `channels` is 1 (gray)
+/// or 3 (RGB), and the image is not empty, except for [`Image::default`], an empty
+/// placeholder that is meant to be overwritten with [`Image::copy_from`] or
+/// [`Image::set_pixels`].
+#[derive(Clone, Default)]
 pub struct Image {
     width: usize,
     height: usize,
     channels: usize,
+    /// The pixels, then bytes kept from a larger image: a buffer reused for images of varying
+    /// sizes (decoded files, windows of them) is zero-filled only when it grows past its
+    /// largest size so far, not each time it grows back.
     data: Vec<u8>,
     /// Column of the original image this image's column 0 is, and the original's width:
     /// `(0, width)` unless it is a decoded window ([`Image::window`]).
@@ -69,7 +74,6 @@ impl Image {
         assert!(width > 0 && left + width <= self.width, "window {left}+{width} of a {}-pixel-wide image", self.width);
         self.left += left;
         self.width = width;
-        self.data.truncate(width * self.height * self.channels);
     }
 
     /// Bytes per pixel: 1 (gray) or 3 (RGB).
@@ -79,17 +83,24 @@ impl Image {
 
     /// All pixels, row-major, channels interleaved.
     pub fn data(&self) -> &[u8] {
-        &self.data
+        &self.data[..self.len()]
     }
 
     /// All pixels, mutable. The size cannot change through this slice.
     pub fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.data
+        let n = self.len();
+        &mut self.data[..n]
     }
 
     /// Gives the pixel buffer away.
-    pub fn into_data(self) -> Vec<u8> {
+    pub fn into_data(mut self) -> Vec<u8> {
+        self.data.truncate(self.len());
         self.data
+    }
+
+    /// Bytes of pixels: `width * height * channels`.
+    fn len(&self) -> usize {
+        self.width * self.height * self.channels
     }
 
     /// Bytes in one row.
@@ -100,25 +111,25 @@ impl Image {
     /// Row `y`.
     pub fn row(&self, y: usize) -> &[u8] {
         let n = self.row_len();
-        &self.data[y * n..(y + 1) * n]
+        &self.data()[y * n..(y + 1) * n]
     }
 
     /// Row `y`, mutable.
     pub fn row_mut(&mut self, y: usize) -> &mut [u8] {
         let n = self.row_len();
-        &mut self.data[y * n..(y + 1) * n]
+        &mut self.data_mut()[y * n..(y + 1) * n]
     }
 
     /// The `channels` bytes of pixel (x, y).
     pub fn pixel(&self, x: usize, y: usize) -> &[u8] {
         let i = (y * self.width + x) * self.channels;
-        &self.data[i..i + self.channels]
+        &self.data()[i..i + self.channels]
     }
 
     /// The bytes of pixel (x, y), mutable.
     pub fn pixel_mut(&mut self, x: usize, y: usize) -> &mut [u8] {
-        let i = (y * self.width + x) * self.channels;
-        &mut self.data[i..i + self.channels]
+        let (i, c) = ((y * self.width + x) * self.channels, self.channels);
+        &mut self.data_mut()[i..i + c]
     }
 
     /// Makes `self` an exact copy of `src`, reusing `self`'s allocation when it is big enough.
@@ -128,7 +139,7 @@ impl Image {
         self.channels = src.channels;
         (self.left, self.full_width) = (src.left, src.full_width);
         self.data.clear();
-        self.data.extend_from_slice(&src.data);
+        self.data.extend_from_slice(src.data());
     }
 
     /// Replaces the pixels with a copy of `data` (row-major, interleaved), reusing the
@@ -158,7 +169,10 @@ impl Image {
         self.height = height;
         self.channels = channels;
         (self.left, self.full_width) = (0, width);
-        self.data.resize(width * height * channels, 0);
+        let n = self.len();
+        if self.data.len() < n {
+            self.data.resize(n, 0);
+        }
     }
 
     /// Writes the pixels as planar f32 (CHW), `(v / 255 - mean[c]) / std[c]`: the layout and
@@ -179,10 +193,34 @@ impl Image {
             let scale = 1.0 / (255.0 * std[ch]);
             let shift = mean[ch] / std[ch];
             let dst = &mut out[ch * plane..(ch + 1) * plane];
-            for (o, px) in dst.iter_mut().zip(self.data.chunks_exact(c)) {
+            for (o, px) in dst.iter_mut().zip(self.data().chunks_exact(c)) {
                 *o = px[ch] as f32 * scale - shift;
             }
         }
+    }
+}
+
+/// Two images are equal when their size, channels, placement ([`Image::window`]) and pixels
+/// are; bytes kept beyond the pixels do not count.
+impl PartialEq for Image {
+    fn eq(&self, other: &Image) -> bool {
+        (self.width, self.height, self.channels, self.left, self.full_width)
+            == (other.width, other.height, other.channels, other.left, other.full_width)
+            && self.data() == other.data()
+    }
+}
+
+impl Eq for Image {}
+
+impl fmt::Debug for Image {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Image")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("channels", &self.channels)
+            .field("window", &self.window())
+            .field("data", &self.data())
+            .finish()
     }
 }
 
@@ -216,6 +254,26 @@ mod tests {
         assert_eq!(img.pixel(1, 0), &[3, 4, 5]);
         assert_eq!(img.pixel(0, 1), &[6, 7, 8]);
         assert_eq!(img.row(1), &[6, 7, 8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn a_reused_buffer_shows_only_the_current_pixels() {
+        let mut img = Image::filled(4, 3, 3, 9).unwrap();
+        img.reshape(2, 2, 1);
+        assert_eq!(img.data().len(), 4);
+        assert_eq!(img.row(1).len(), 2);
+        // Equality and the pixels ignore the bytes kept from the larger image.
+        img.data_mut().fill(1);
+        assert_eq!(img, Image::filled(2, 2, 1, 1).unwrap());
+        assert_eq!(img.clone().into_data(), vec![1; 4]);
+        // A window keeps the original's width and its own columns.
+        let mut wide = Image::new(4, 2, 1, (0..8).collect()).unwrap();
+        wide.narrow_to_window(1, 2);
+        assert_eq!((wide.width(), wide.window()), (2, (1, 4)));
+        assert_eq!(wide.data(), &[0, 1, 2, 3]);
+        assert_ne!(wide, Image::new(2, 2, 1, (0..4).collect()).unwrap());
+        wide.reshape(2, 2, 1);
+        assert_eq!(wide.window(), (0, 2));
     }
 
     #[test]
