@@ -190,12 +190,7 @@ pub struct Region {
 impl Region {
     /// All of a `width x height` image.
     pub fn whole(width: usize, height: usize) -> Region {
-        Region::top(height, width)
-    }
-
-    /// Every column of rows `0..rows` of a `width`-pixel-wide image.
-    pub fn top(rows: usize, width: usize) -> Region {
-        Region { left: 0, right: width, bottom: rows }
+        Region { left: 0, right: width, bottom: height }
     }
 }
 
@@ -323,10 +318,10 @@ impl<'a> Jpeg<'a> {
 
     /// Decodes the first `rows` rows of every column into `out` (which holds the whole
     /// [`Frame::len`]), with exactly the pixels [`decode_into`](Self::decode_into) gives them;
-    /// what lies below them is unspecified. [`decode_region_into`](Self::decode_region_into)
-    /// with a [`Region::top`].
+    /// what lies below them is unspecified: [`decode_region_into`](Self::decode_region_into)
+    /// of every column.
     pub fn decode_top_into(&self, rows: usize, out: &mut [u8]) -> Result<(), JpegError> {
-        self.decode_region_into(Region::top(rows, self.frame.width), out).map(drop)
+        self.decode_region_into(Region { left: 0, right: self.frame.width, bottom: rows }, out).map(drop)
     }
 
     fn check_buffer(&self, out: &[u8]) -> Result<(), JpegError> {
