@@ -485,21 +485,23 @@ mod tests {
     /// A byte the test images' last rows never hold entirely (they are noisy).
     const SENTINEL: u8 = 0xA5;
 
+    /// The files partial decodes are checked on: every chroma layout libjpeg-turbo-rs
+    /// encodes, one with restart markers, and gray (name, format, subsampling, restarts).
+    const LAYOUTS: [(&str, PixelFormat, Subsampling, bool); 9] = [
+        ("4:2:0", PixelFormat::Rgb, Subsampling::S420, false),
+        ("4:2:2", PixelFormat::Rgb, Subsampling::S422, false),
+        ("4:4:4", PixelFormat::Rgb, Subsampling::S444, false),
+        ("4:4:0", PixelFormat::Rgb, Subsampling::S440, false),
+        ("4:1:0", PixelFormat::Rgb, Subsampling::S410, false),
+        ("4:4:1", PixelFormat::Rgb, Subsampling::S441, false),
+        ("2:4", PixelFormat::Rgb, Subsampling::S24, false),
+        ("4:2:0 with restart markers", PixelFormat::Rgb, Subsampling::S420, true),
+        ("gray", PixelFormat::Grayscale, Subsampling::S444, false),
+    ];
+
     #[test]
     fn top_rows_decode_exactly_as_the_full_decode_does() {
-        use Subsampling::*;
-        let cases = [
-            ("4:2:0", PixelFormat::Rgb, S420, false),
-            ("4:2:2", PixelFormat::Rgb, S422, false),
-            ("4:4:4", PixelFormat::Rgb, S444, false),
-            ("4:4:0", PixelFormat::Rgb, S440, false),
-            ("4:1:0", PixelFormat::Rgb, S410, false),
-            ("4:4:1", PixelFormat::Rgb, S441, false),
-            ("2:4", PixelFormat::Rgb, S24, false),
-            ("4:2:0 with restart markers", PixelFormat::Rgb, S420, true),
-            ("gray", PixelFormat::Grayscale, S444, false),
-        ];
-        for (name, format, subsampling, restart) in cases {
+        for (name, format, subsampling, restart) in LAYOUTS {
             let (width, height) = (37, 83);
             let jpg = encoded(width, height, format, subsampling, restart, false);
             let jpeg = Jpeg::parse(&jpg).unwrap().rgb();
@@ -520,19 +522,7 @@ mod tests {
 
     #[test]
     fn regions_decode_exactly_as_the_full_decode_does() {
-        use Subsampling::*;
-        let cases = [
-            ("4:2:0", PixelFormat::Rgb, S420, false),
-            ("4:2:2", PixelFormat::Rgb, S422, false),
-            ("4:4:4", PixelFormat::Rgb, S444, false),
-            ("4:4:0", PixelFormat::Rgb, S440, false),
-            ("4:1:0", PixelFormat::Rgb, S410, false),
-            ("4:4:1", PixelFormat::Rgb, S441, false),
-            ("2:4", PixelFormat::Rgb, S24, false),
-            ("4:2:0 with restart markers", PixelFormat::Rgb, S420, true),
-            ("gray", PixelFormat::Grayscale, S444, false),
-        ];
-        for (name, format, subsampling, restart) in cases {
+        for (name, format, subsampling, restart) in LAYOUTS {
             let (width, height) = (70, 40);
             let jpg = encoded(width, height, format, subsampling, restart, false);
             for jpeg in [Jpeg::parse(&jpg).unwrap(), Jpeg::parse(&jpg).unwrap().rgb()] {
