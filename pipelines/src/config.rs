@@ -199,6 +199,13 @@ pub struct DataSection {
     pub decode: Decode,
 }
 
+impl DataSection {
+    /// The data set `dataset` names; the error names the key.
+    pub fn spec(&self) -> anyhow::Result<DatasetSpec> {
+        self.dataset.parse().map_err(|e| anyhow::anyhow!("data.dataset: {e}"))
+    }
+}
+
 /// See [`DataSection::decode`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -391,8 +398,7 @@ impl RunConfig {
             }
         }
         if self.data.decode == Decode::PerSample {
-            let spec: DatasetSpec = self.data.dataset.parse().map_err(|e| anyhow::anyhow!("data.dataset: {e}"))?;
-            if spec.kind() != DatasetKind::Folder {
+            if self.data.spec()?.kind() != DatasetKind::Folder {
                 bail!(
                     "data.decode = \"per-sample\" reads one file per sample, so data.dataset must be an image folder \
                      (`folder:PATH`), not `{}`; the built-in formats are decoded at load",

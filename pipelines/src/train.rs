@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 use candle_core::Device;
 use protocon::checkpoint::Checkpoint;
 use protocon::data::jpeg::Region;
-use protocon::data::{self, DatasetKind, DatasetSpec, FetchOptions, Fit, ImageFiles, LoadOptions, Split, Subset};
+use protocon::data::{self, DatasetKind, FetchOptions, Fit, ImageFiles, LoadOptions, Split, Subset};
 use protocon::model::{Network, NetworkOptions};
 use protocon::optim::SgdConfig;
 use protocon::schedule::CosineSchedule;
@@ -48,7 +48,7 @@ pub struct TrainSummary {
 
 /// Load the data set of `config` (fetching Fashion-MNIST first when allowed and missing).
 pub fn load_data(config: &RunConfig, subset: Subset) -> anyhow::Result<protocon::data::Dataset> {
-    let spec: DatasetSpec = config.data.dataset.parse().map_err(|e| anyhow::anyhow!("data.dataset: {e}"))?;
+    let spec = config.data.spec()?;
     if config.data.fetch && spec.kind() == DatasetKind::FashionMnist {
         let dir = spec.resolved_dir();
         let present = ["train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"].iter().all(|f| dir.join(f).exists());
@@ -93,7 +93,7 @@ pub fn train_samples(config: &RunConfig) -> anyhow::Result<(Arc<dyn Samples>, [u
 /// Training files of an image folder that `config` decodes per visit (`data.decode =
 /// "per-sample"`), with `data.train_limit` applied.
 fn train_files(config: &RunConfig) -> anyhow::Result<ImageFiles> {
-    let spec: DatasetSpec = config.data.dataset.parse().map_err(|e| anyhow::anyhow!("data.dataset: {e}"))?;
+    let spec = config.data.spec()?;
     let files = spec.files(Subset::Train)?;
     Ok(match config.data.train_limit {
         Some(n) => files.truncate(n),
