@@ -138,8 +138,7 @@ impl Image {
         self.height = src.height;
         self.channels = src.channels;
         (self.left, self.full_width) = (src.left, src.full_width);
-        self.data.clear();
-        self.data.extend_from_slice(src.data());
+        self.store(src.data());
     }
 
     /// Replaces the pixels with a copy of `data` (row-major, interleaved), reusing the
@@ -156,9 +155,20 @@ impl Image {
         self.height = height;
         self.channels = channels;
         (self.left, self.full_width) = (0, width);
-        self.data.clear();
-        self.data.extend_from_slice(data);
+        self.store(data);
         Ok(())
+    }
+
+    /// Writes `pixels` (the current size's bytes) to the start of the buffer, keeping any
+    /// bytes beyond them for a later, larger image.
+    fn store(&mut self, pixels: &[u8]) {
+        match self.data.get_mut(..pixels.len()) {
+            Some(start) => start.copy_from_slice(pixels),
+            None => {
+                self.data.clear();
+                self.data.extend_from_slice(pixels);
+            }
+        }
     }
 
     /// Resizes the buffer for a whole `width` x `height` image with `channels` channels,
@@ -261,6 +271,9 @@ mod tests {
         let mut img = Image::filled(4, 3, 3, 9).unwrap();
         img.reshape(2, 2, 1);
         assert_eq!(img.data().len(), 4);
+        // Copies into it keep the larger buffer too.
+        img.set_pixels(2, 2, 1, &[5; 4]).unwrap();
+        assert_eq!((img.data(), img.data.len()), (&[5u8; 4][..], 36));
         assert_eq!(img.row(1).len(), 2);
         // Equality and the pixels ignore the bytes kept from the larger image.
         img.data_mut().fill(1);
