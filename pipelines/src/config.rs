@@ -172,11 +172,18 @@ pub struct DataSection {
     #[serde(default)]
     pub size: Option<usize>,
     /// How images reach `size`: `"pad"` (centred on a black canvas, pixels unchanged; images
-    /// must not be larger, e.g. 28 -> 32 for (Fashion-)MNIST) or `"resize"` (bilinear,
-    /// antialiased when shrinking). Default: `"resize"` for `folder:` data sets, whose files come
-    /// in any size, `"pad"` for the built-in ones.
+    /// must not be larger, e.g. 28 -> 32 for (Fashion-)MNIST), `"resize"` (bilinear,
+    /// antialiased when shrinking) or `"center-crop"` (ImageNet's evaluation transform:
+    /// scaled so the shorter side is `size / crop_fraction`, aspect kept, and the central
+    /// `size x size` kept). Default: `"center-crop"` for the test files of a folder decoded per
+    /// sample (whose training views are random resized crops), `"resize"` for other `folder:`
+    /// data sets, whose files come in any size, `"pad"` for the built-in ones.
     #[serde(default)]
     pub fit: Option<Fit>,
+    /// With `fit = "center-crop"`: `size` over the scaled image's shorter side, in (0, 1].
+    /// Default 0.875 (224 of 256).
+    #[serde(default)]
+    pub crop_fraction: Option<f64>,
     /// Expand grey images to 3 channels.
     #[serde(default = "yes")]
     pub rgb: bool,
@@ -194,7 +201,8 @@ pub struct DataSection {
     /// step uses them, at their own size). With `"per-sample"`, `size` is the side of the views
     /// the augmentation chains must produce (a `random_resized_crop` of that size leads both
     /// chains), and a JPEG is decoded only around the two views' crops. It
-    /// is for folders too large to hold decoded; the test subset is still decoded at load.
+    /// is for folders too large to hold decoded; the test files are then decoded at each
+    /// evaluation too, and brought to `size` as `fit` says (a centre crop by default).
     #[serde(default)]
     pub decode: Decode,
 }
@@ -397,6 +405,11 @@ impl RunConfig {
                 bail!("algorithm protocon needs unlabeled images: train.unlabeled_ratio must be at least 1");
             }
         }
+        if let Some(f) = self.data.crop_fraction {
+            if !(f > 0.0 && f <= 1.0) {
+                bail!("data.crop_fraction must be in (0, 1], got {f}");
+            }
+        }
         if self.data.decode == Decode::PerSample {
             if self.data.spec()?.kind() != DatasetKind::Folder {
                 bail!(
@@ -472,6 +485,15 @@ mod tests {
         let text = DEFAULT_CONFIG.replace("steps = 1000", "stepz = 1000");
         let err = format!("{:#}", RunConfig::parse(&text, "f.toml", &[]).unwrap_err());
         assert!(err.contains("f.toml") && err.contains("line") && err.contains("stepz = 1000"), "{err}");
+    }
+
+    #[test]
+    fn fit_center_crop_parses_and_a_crop_fraction_outside_0_1_is_refused() {
+        let set = |v: &[&str]| RunConfig::parse(DEFAULT_CONFIG, "my.toml", &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let c = set(&["data.fit=\"center-crop\"", "data.crop_fraction=0.9"]).unwrap();
+        assert_eq!((c.data.fit, c.data.crop_fraction), (Some(Fit::CenterCrop), Some(0.9)));
+        let err = format!("{:#}", set(&["data.crop_fraction=1.2"]).unwrap_err());
+        assert!(err.contains("data.crop_fraction") && err.contains("1.2"), "{err}");
     }
 
     #[test]

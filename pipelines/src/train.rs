@@ -57,11 +57,7 @@ pub fn load_data(config: &RunConfig, subset: Subset) -> anyhow::Result<protocon:
             data::fetch(spec.kind(), &FetchOptions::new().dir(&dir), &mut |line| eprintln!("  {line}"))?;
         }
     }
-    let mut options = LoadOptions::new().rgb(config.data.rgb);
-    if let Some(s) = config.data.size {
-        let default_fit = if spec.kind() == DatasetKind::Folder { Fit::Resize } else { Fit::Pad };
-        options = options.size(s, s).fit(config.data.fit.unwrap_or(default_fit));
-    }
+    let options = load_options(config, spec.kind());
     let data = spec.load(subset, &options)?;
     let limit = match subset {
         Subset::Train => config.data.train_limit,
@@ -71,6 +67,48 @@ pub fn load_data(config: &RunConfig, subset: Subset) -> anyhow::Result<protocon:
         Some(n) => data.truncate(n),
         None => data,
     })
+}
+
+/// How `config` brings images to its size: `data.fit`, by default a centre crop (the ImageNet
+/// evaluation transform) for a folder's test files decoded per visit, a resize for other
+/// folders (whose files come in any size) and padding for the built-in sets (28 -> 32).
+fn load_options(config: &RunConfig, kind: DatasetKind) -> LoadOptions {
+    let mut options = LoadOptions::new().rgb(config.data.rgb);
+    if let Some(s) = config.data.size {
+        let default_fit = match (kind, config.data.decode) {
+            (DatasetKind::Folder, Decode::PerSample) => Fit::CenterCrop,
+            (DatasetKind::Folder, Decode::AtLoad) => Fit::Resize,
+            _ => Fit::Pad,
+        };
+        options = options.size(s, s).fit(config.data.fit.unwrap_or(default_fit));
+    }
+    if let Some(f) = config.data.crop_fraction {
+        options = options.crop_fraction(f);
+    }
+    options
+}
+
+/// The test subset of `config` with the normalisation `norm`: decoded at load, or, with
+/// `data.decode = "per-sample"`, read from the folder's files at each evaluation (a test set
+/// the size of ImageNet's is 7.5 GB decoded), on `threads.compute` threads (all cores if 0).
+pub fn test_set(config: &RunConfig, norm: Normalization) -> anyhow::Result<TestSet> {
+    match config.data.decode {
+        Decode::AtLoad => Ok(TestSet::new(load_data(config, Subset::Test)?, norm)),
+        Decode::PerSample => {
+            let spec = config.data.spec()?;
+            let side = config.data.size.context("data.decode = \"per-sample\" needs data.size")?;
+            let files = spec.files(Subset::Test)?;
+            let files = match config.data.test_limit {
+                Some(n) => files.truncate(n),
+                None => files,
+            };
+            let threads = match config.threads.compute {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            };
+            Ok(TestSet::per_visit(files, [side, side], &load_options(config, spec.kind()), threads, norm))
+        }
+    }
 }
 
 /// The training images of `config` as the view stages read them, and the shape of the views
@@ -156,7 +194,7 @@ pub fn prepare(config: &RunConfig, out: &Path) -> anyhow::Result<Prepared> {
         Decode::PerSample => NORMALIZATION_SAMPLES,
     };
     let norm = Normalization::of(&*train_data, normalization_samples).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let test_data = load_data(config, Subset::Test)?;
+    let test = Arc::new(test_set(config, norm.clone())?);
     let split = match &config.data.split {
         Some(path) => Split::load(path, &*train_data)?,
         None => Split::balanced(&*train_data, config.data.labels_per_class, config.seed)?,
@@ -176,7 +214,6 @@ pub fn prepare(config: &RunConfig, out: &Path) -> anyhow::Result<Prepared> {
     if unlabeled_batch > schedule.unlabeled.len() {
         bail!("train: {unlabeled_batch} unlabeled images per step, but only {} unlabeled images", schedule.unlabeled.len());
     }
-    let test = Arc::new(TestSet::new(test_data, norm.clone()));
     std::fs::write(out.join("config.toml"), config.to_toml()?)?;
 
     let t = &config.train;

@@ -174,6 +174,13 @@ fn an_image_folder_decoded_per_sample_trains_the_same_with_any_worker_count() {
         args.extend_from_slice(extra);
         ok(&train(&out, &args));
         let rs = records(&out);
+        // `protocon eval` decodes the test files per visit as training's evaluation did, and
+        // scores the final EMA model the same.
+        let e = protocon(&["eval", "--checkpoint", out.to_str().unwrap(), "--json"]);
+        ok(&e);
+        let e: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+        let last = rs.iter().rev().find(|r| r["kind"] == "eval").unwrap();
+        assert_eq!((e["images"].as_u64(), &e["accuracy"]), (Some(8), &last["test_acc_ema"]), "{e}");
         std::fs::remove_dir_all(&out).ok();
         rs
     };

@@ -151,14 +151,20 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 fn decode_all(files: &[(PathBuf, u16)], size: [usize; 2], options: &LoadOptions) -> Result<Vec<u8>, DataError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len()).max(1);
     let chunk = files.len().div_ceil(workers);
-    let fit_any_size = options.size.is_some();
-    let options = LoadOptions { size: Some(size), rgb: false, ..options.clone() };
     let parts: Vec<Result<Vec<u8>, DataError>> = std::thread::scope(|s| {
         let handles: Vec<_> = files
             .chunks(chunk)
             .map(|part| {
-                let options = &options;
-                s.spawn(move || decode_chunk(part, size, options, fit_any_size))
+                s.spawn(move || {
+                    // Without a configured size every file must have the first's: silently
+                    // resizing to an accidental size would hide a mixed-up folder.
+                    let mut decoder = FileDecoder { any_size: options.size.is_some(), ..FileDecoder::new(size, options) };
+                    let mut out = Vec::with_capacity(part.len() * size[0] * size[1] * 3);
+                    for (path, _) in part {
+                        decoder.decode(path, &mut out)?;
+                    }
+                    Ok(out)
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
@@ -170,30 +176,40 @@ fn decode_all(files: &[(PathBuf, u16)], size: [usize; 2], options: &LoadOptions)
     Ok(pixels)
 }
 
-/// `fit_any_size`: a target size was configured, so every file is brought to it; otherwise all
-/// files must have the size of the first (silently resizing to an accidental size would hide a
-/// mixed-up folder).
-fn decode_chunk(
-    files: &[(PathBuf, u16)],
-    [height, width]: [usize; 2],
-    options: &LoadOptions,
-    fit_any_size: bool,
-) -> Result<Vec<u8>, DataError> {
-    let mut out = Vec::with_capacity(files.len() * height * width * 3);
-    let mut fitter: Option<((usize, usize), ImageFitter)> = None;
-    for (path, _) in files {
+/// Decodes image files to RGB and brings each to one size, as [`load_dir`] does to every file
+/// of a folder: for a reader that decodes files one at a time (an evaluation over a folder too
+/// large to hold decoded), with the same pixels the whole-folder load gives. Keeps the resizer
+/// of the last source size between files.
+pub struct FileDecoder {
+    options: LoadOptions,
+    size: [usize; 2],
+    /// Bring files of any size to `size` (else a file of another size is an error).
+    any_size: bool,
+    fitter: Option<((usize, usize), ImageFitter)>,
+}
+
+impl FileDecoder {
+    /// Brings every file to `size` (`[height, width]`) the way `options.fit` says; RGB always.
+    pub fn new(size: [usize; 2], options: &LoadOptions) -> Self {
+        let options = LoadOptions { size: Some(size), rgb: false, ..options.clone() };
+        FileDecoder { options, size, any_size: true, fitter: None }
+    }
+
+    /// Reads and decodes the file at `path` and appends it, brought to the size, to `out`.
+    pub fn decode(&mut self, path: &Path, out: &mut Vec<u8>) -> Result<(), DataError> {
+        let [height, width] = self.size;
         let (image, shape) = decode_rgb(path)?;
-        if !fit_any_size && shape != (height, width) {
+        if !self.any_size && shape != (height, width) {
             return Err(DataError::ImageSize {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 expected: format!("{height}x{width}"),
                 found: format!("{}x{}", shape.0, shape.1),
             });
         }
-        let fitter = match &mut fitter {
+        let fitter = match &mut self.fitter {
             Some((s, f)) if *s == shape => f,
             slot => {
-                let f = ImageFitter::new(options, (shape.0, shape.1, 3)).map_err(|e| match e {
+                let f = ImageFitter::new(&self.options, (shape.0, shape.1, 3)).map_err(|e| match e {
                     DataError::Fit { from, to, reason } => {
                         DataError::Fit { from: format!("{from} ({})", path.display()), to, reason }
                     }
@@ -202,9 +218,8 @@ fn decode_chunk(
                 &mut slot.insert((shape, f)).1
             }
         };
-        fitter.fit(&image, &mut out)?;
+        fitter.fit(&image, out)
     }
-    Ok(out)
 }
 
 /// Reads and decodes one file to RGB, returning its pixels (HWC) and (height, width). The format

@@ -37,6 +37,7 @@ pub use dataset::{CoarseLabels, Dataset, Subset};
 pub use error::DataError;
 pub use fetch::{fetch, FetchOptions, FetchReport, FetchSource};
 pub use files::ImageFiles;
+pub use folder::FileDecoder;
 pub use labels::{LabelSet, Labelled};
 pub use spec::{default_data_root, DatasetKind, DatasetSpec, DATA_ENV, FASHION_MNIST_CLASSES, MNIST_CLASSES};
 pub use split::{labels_sha256, Split, SPLIT_FORMAT_VERSION};

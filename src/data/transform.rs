@@ -19,7 +19,19 @@ pub enum Fit {
     /// usual way to feed 28x28 (Fashion-)MNIST to a 32x32 network (2 px each side). When the
     /// margin is odd the extra pixel goes to the bottom/right. The target must not be smaller.
     Pad,
+    /// The ImageNet evaluation transform, torchvision's `Resize(int(side / crop_fraction))`
+    /// then `CenterCrop(side)` (`side`: the target's longer side): the image is scaled so its
+    /// shorter side is `side / crop_fraction` (aspect ratio kept), and the target's size is cut
+    /// from the centre. Done in one resampling step over the central box of the source, with
+    /// the filter reading across the box's edges as the two-step version does. The usual
+    /// evaluation of a model trained on RandomResizedCrop views.
+    #[serde(rename = "center-crop")]
+    CenterCrop,
 }
+
+/// Share of the scaled image's shorter side [`Fit::CenterCrop`] keeps by default: 224 of 256,
+/// the ImageNet convention.
+pub const DEFAULT_CROP_FRACTION: f64 = 0.875;
 
 /// Options applied to every image as it is loaded.
 ///
@@ -29,7 +41,7 @@ pub enum Fit {
 /// let options = LoadOptions::new().rgb(true).size(32, 32).fit(Fit::Pad);
 /// assert_eq!(options.size, Some([32, 32]));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoadOptions {
     /// Expand grey images to 3 channels (the grey value copied to R, G and B). Default `false`.
@@ -41,6 +53,15 @@ pub struct LoadOptions {
     pub fit: Fit,
     /// Fill value of the canvas for [`Fit::Pad`]. Default 0 (black).
     pub pad_value: u8,
+    /// For [`Fit::CenterCrop`]: the target's side over the scaled image's shorter side, in
+    /// `(0, 1]`. Default [`DEFAULT_CROP_FRACTION`].
+    pub crop_fraction: f64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { rgb: false, size: None, fit: Fit::default(), pad_value: 0, crop_fraction: DEFAULT_CROP_FRACTION }
+    }
 }
 
 impl LoadOptions {
@@ -73,6 +94,12 @@ impl LoadOptions {
         self
     }
 
+    /// Share of the scaled image [`Fit::CenterCrop`] keeps.
+    pub fn crop_fraction(mut self, fraction: f64) -> Self {
+        self.crop_fraction = fraction;
+        self
+    }
+
     /// Applies the options to every image of `data`; a no-op when there is nothing to change.
     pub fn apply(&self, data: Dataset) -> Result<Dataset, DataError> {
         let from = (data.height(), data.width(), data.channels());
@@ -92,6 +119,9 @@ pub(crate) struct ImageFitter {
     to: (usize, usize, usize),
     fit: Fit,
     pad_value: u8,
+    /// The source box resampled to the target (`left, top, width, height`, fractional):
+    /// the whole image but for [`Fit::CenterCrop`].
+    source_box: [f64; 4],
     resizer: Resizer,
     scratch: Vec<u8>,
 }
@@ -110,12 +140,23 @@ impl ImageFitter {
         if options.rgb && c != 1 && c != 3 {
             return Err(fail(format!("cannot convert {c} channels to RGB")));
         }
-        if (th, tw) != (h, w) {
+        let whole = [0.0, 0.0, w as f64, h as f64];
+        let source_box = match options.fit {
+            Fit::CenterCrop => {
+                let f = options.crop_fraction;
+                if !(f > 0.0 && f <= 1.0) {
+                    return Err(fail(format!("crop fraction {f} is not in (0, 1] (`data.crop_fraction` in a run config)")));
+                }
+                center_crop_box((h, w), (th, tw), f)
+            }
+            Fit::Resize | Fit::Pad => whole,
+        };
+        if (th, tw) != (h, w) || source_box != whole {
             match options.fit {
                 Fit::Pad if th < h || tw < w => {
                     return Err(fail("padding cannot shrink an image; use fit = resize (`data.fit` in a run config)".into()))
                 }
-                Fit::Resize if pixel_type(c).is_none() => {
+                Fit::Resize | Fit::CenterCrop if pixel_type(c).is_none() => {
                     return Err(fail(format!("cannot resize images of {c} channels")))
                 }
                 _ => {}
@@ -126,6 +167,7 @@ impl ImageFitter {
             to: (th, tw, tc),
             fit: options.fit,
             pad_value: options.pad_value,
+            source_box,
             resizer: Resizer::new(),
             scratch: Vec::new(),
         })
@@ -143,12 +185,12 @@ impl ImageFitter {
         debug_assert_eq!(image.len(), h * w * c);
         let mut sized = std::mem::take(&mut self.scratch);
         sized.clear();
-        if (th, tw) == (h, w) {
+        if (th, tw) == (h, w) && self.source_box == [0.0, 0.0, w as f64, h as f64] {
             sized.extend_from_slice(image);
         } else {
             match self.fit {
                 Fit::Pad => pad(image, (h, w, c), (th, tw), self.pad_value, &mut sized),
-                Fit::Resize => self.resize(image, &mut sized)?,
+                Fit::Resize | Fit::CenterCrop => self.resize(image, &mut sized)?,
             }
         }
         if tc == c {
@@ -169,11 +211,34 @@ impl ImageFitter {
         let pt = pixel_type(c).ok_or_else(|| fail(format!("cannot resize {c} channels")))?;
         let src = ImageRef::new(w as u32, h as u32, image, pt).map_err(|e| fail(e.to_string()))?;
         let mut dst = Image::new(tw as u32, th as u32, pt);
-        let alg = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        let [left, top, bw, bh] = self.source_box;
+        let alg = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(left, top, bw, bh);
         self.resizer.resize(&src, &mut dst, &alg).map_err(|e| fail(e.to_string()))?;
         out.extend_from_slice(dst.buffer());
         Ok(())
     }
+}
+
+/// The box of an `h x w` source that [`Fit::CenterCrop`] resamples to `th x tw`, as
+/// `[left, top, width, height]` in source pixels. torchvision's `Resize(s)` scales the shorter
+/// side to `s = int(max(th, tw) / fraction)` and the longer to `int(s * longer / shorter)`;
+/// `CenterCrop` then starts at `round((scaled - target) / 2)` on each axis (Python's round: half
+/// to even). Mapped back to the source, that is a box of `target * source / scaled` pixels at
+/// `start * source / scaled`. The scaled image is never smaller than the target: its shorter
+/// side is at least `max(th, tw)`.
+fn center_crop_box((h, w): (usize, usize), (th, tw): (usize, usize), fraction: f64) -> [f64; 4] {
+    let short_side = ((th.max(tw) as f64 / fraction) as usize).max(1);
+    let (short, long) = (h.min(w), h.max(w));
+    let long_side = (short_side as f64 * long as f64 / short as f64) as usize;
+    let (sh, sw) = if h <= w { (short_side, long_side) } else { (long_side, short_side) };
+    let axis = |source: usize, scaled: usize, target: usize| -> (f64, f64) {
+        let start = ((scaled - target) as f64 / 2.0).round_ties_even();
+        let per_scaled = source as f64 / scaled as f64;
+        (start * per_scaled, target as f64 * per_scaled)
+    };
+    let (left, width) = axis(w, sw, tw);
+    let (top, height) = axis(h, sh, th);
+    [left, top, width, height]
 }
 
 fn pixel_type(channels: usize) -> Option<PixelType> {
@@ -245,8 +310,60 @@ mod tests {
         assert!(e.to_string().contains("2x2x1") && e.to_string().contains("1x2x1"), "{e}");
     }
 
+    /// A `h x w` grey image whose pixel at (row, col) is `f(row, col)`.
+    fn ramp(h: usize, w: usize, f: impl Fn(usize, usize) -> u8) -> Dataset {
+        one(h, w, 1, (0..h * w).map(|i| f(i / w, i % w)).collect())
+    }
+
+    #[test]
+    fn center_crop_is_torchvision_resize_then_center_crop() {
+        // 4x8, columns 0, 10, .., 70, to 2x2 at fraction 1: Resize(2) makes it 2x4, and
+        // CenterCrop(2) keeps scaled columns 1..3, i.e. source columns 2..6 (box [2, 0, 4, 4]).
+        // Scale 2: the triangle filter spans 2 source pixels each side of an output centre
+        // (3 and 5), so output 0 weighs columns 1, 2, 3, 4 by 1/4, 3/4, 3/4, 1/4 over 2:
+        // (10/4 + 20*3/4 + 30*3/4 + 40/4) / 2 = 25, and output 1 columns 3..6: 45. The columns
+        // beside the box count, as they do when the whole image is resized first.
+        let d = LoadOptions::new().size(2, 2).fit(Fit::CenterCrop).crop_fraction(1.0);
+        assert_eq!(d.apply(ramp(4, 8, |_, x| 10 * x as u8)).unwrap().image(0), &[25, 45, 25, 45]);
+        // Portrait: the same along the rows.
+        assert_eq!(d.apply(ramp(8, 4, |y, _| 10 * y as u8)).unwrap().image(0), &[25, 25, 45, 45]);
+        // 8x8 at fraction 1/2: Resize(int(2 / 0.5) = 4) then CenterCrop(2): the same box across.
+        let half = d.clone().crop_fraction(0.5);
+        assert_eq!(half.apply(ramp(8, 8, |_, x| 10 * x as u8)).unwrap().image(0), &[25, 45, 25, 45]);
+    }
+
+    #[test]
+    fn center_crop_box_rounds_like_torchvision() {
+        // 375x500 to 224 at 0.875: Resize(256) -> 256x341 (int(256 * 500 / 375) = 341),
+        // CenterCrop(224) starts at round(16) = 16 down and round(58.5) = 58 across (half to
+        // even); in source pixels x 375/256 and 500/341.
+        let [left, top, width, height] = center_crop_box((375, 500), (224, 224), 0.875);
+        let (sy, sx) = (375.0 / 256.0, 500.0 / 341.0);
+        assert_eq!([left, top, width, height], [58.0 * sx, 16.0 * sy, 224.0 * sx, 224.0 * sy]);
+        // A wide target: Resize(8) makes 4x4 8x8; the crop keeps all 8 columns and rows 3..5.
+        assert_eq!(center_crop_box((4, 4), (2, 8), 1.0), [0.0, 1.5, 4.0, 1.0]);
+    }
+
+    #[test]
+    fn center_crop_at_the_native_size_and_fraction_one_is_the_identity() {
+        let d = ramp(3, 5, |y, x| (7 * y + x) as u8);
+        let same = LoadOptions::new().size(3, 5).fit(Fit::CenterCrop).crop_fraction(1.0).apply(d.clone()).unwrap();
+        assert_eq!(same.image(0), d.image(0));
+    }
+
+    #[test]
+    fn center_crop_refuses_a_fraction_outside_0_1() {
+        for f in [0.0, 1.5, f64::NAN] {
+            let e = LoadOptions::new().size(2, 2).fit(Fit::CenterCrop).crop_fraction(f).apply(ramp(4, 4, |_, _| 0));
+            let e = e.unwrap_err().to_string();
+            assert!(e.contains("crop fraction") && e.contains("data.crop_fraction"), "{e}");
+        }
+    }
+
     #[test]
     fn options_deserialize_and_reject_unknown_keys() {
+        let o: LoadOptions = serde_json::from_str(r#"{"fit": "center-crop", "crop_fraction": 0.9}"#).unwrap();
+        assert_eq!(o, LoadOptions::new().fit(Fit::CenterCrop).crop_fraction(0.9));
         let o: LoadOptions = serde_json::from_str(r#"{"rgb": true, "size": [32, 32], "fit": "pad"}"#).unwrap();
         assert_eq!(o, LoadOptions::new().rgb(true).size(32, 32).fit(Fit::Pad));
         assert!(serde_json::from_str::<LoadOptions>(r#"{"colour": true}"#).is_err());

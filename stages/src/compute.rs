@@ -12,7 +12,7 @@ use crate::cluster::{ClusterJob, ClusterProgress};
 use crate::views::Normalization;
 use candle_core::{DType, Device, Tensor, D};
 use protocon::checkpoint::Checkpoint;
-use protocon::data::Dataset;
+use protocon::data::{DataError, Dataset, FileDecoder, ImageFiles, Labelled, LoadOptions};
 use protocon::ema::Ema;
 use protocon::loss;
 use protocon::model::{Mode, Network};
@@ -22,6 +22,7 @@ use protocon::schedule::CosineSchedule;
 use protocon::{Control, Ctx, Message, QueueSender, Stage, StageError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,11 +69,21 @@ pub struct ComputeConfig {
 }
 
 /// The test split and the normalisation the network was trained with. Images stay u8 and are
-/// normalised one chunk at a time as they are evaluated, so the set takes a quarter of the
-/// memory a normalised f32 copy would (7.5 GB rather than 30 GB for 50,000 images at 224 px).
+/// normalised one chunk at a time as they are evaluated, so a set decoded at load takes a
+/// quarter of the memory a normalised f32 copy would (7.5 GB rather than 30 GB for 50,000
+/// images at 224 px); an image folder too large even for that is decoded per evaluation
+/// ([`TestSet::per_visit`]).
 pub struct TestSet {
-    data: Dataset,
+    images: TestImages,
     norm: Normalization,
+}
+
+/// Where a [`TestSet`]'s pixels come from.
+enum TestImages {
+    /// Decoded (and brought to one size) at load.
+    Decoded(Dataset),
+    /// Files read, decoded and fitted each time they are evaluated, `threads` at a time.
+    Files { files: ImageFiles, size: [usize; 2], options: LoadOptions, threads: usize },
 }
 
 /// Accuracy and confusion matrix (`rows = true class`, `cols = predicted`).
@@ -83,41 +94,117 @@ pub struct Evaluation {
 }
 
 impl TestSet {
+    /// A test set decoded at load.
     pub fn new(data: Dataset, norm: Normalization) -> Self {
-        TestSet { data, norm }
+        TestSet { images: TestImages::Decoded(data), norm }
     }
 
-    /// The test images and labels.
-    pub fn data(&self) -> &Dataset {
-        &self.data
+    /// An image folder's test files, decoded at each evaluation on `threads` threads and
+    /// brought to `size` (`[height, width]`, RGB) as `options.fit` says: the pixels
+    /// [`folder::load_dir`](protocon::data::folder::load_dir) gives at load with the same
+    /// options (both go through [`FileDecoder`]), without holding them between evaluations.
+    pub fn per_visit(files: ImageFiles, size: [usize; 2], options: &LoadOptions, threads: usize, norm: Normalization) -> Self {
+        let images = TestImages::Files { files, size, options: options.clone(), threads: threads.max(1) };
+        TestSet { images, norm }
+    }
+
+    /// `(height, width, channels)` of every test image.
+    pub fn shape(&self) -> (usize, usize, usize) {
+        match &self.images {
+            TestImages::Decoded(d) => (d.height(), d.width(), d.channels()),
+            TestImages::Files { size, .. } => (size[0], size[1], 3),
+        }
+    }
+
+    /// Writes the pixels (u8, HWC) of samples `range` into `out`, which holds exactly that many
+    /// images.
+    pub fn images_into(&self, range: Range<usize>, out: &mut [u8]) -> Result<(), DataError> {
+        let (h, w, c) = self.shape();
+        let image_len = h * w * c;
+        assert_eq!(out.len(), range.len() * image_len, "images_into: buffer for {} images", range.len());
+        match &self.images {
+            TestImages::Decoded(d) => out.copy_from_slice(&d.pixels()[range.start * image_len..range.end * image_len]),
+            TestImages::Files { files, size, options, threads } => {
+                let per_thread = range.len().div_ceil(*threads).max(1);
+                std::thread::scope(|s| {
+                    let parts: Vec<_> = out
+                        .chunks_mut(per_thread * image_len)
+                        .enumerate()
+                        .map(|(t, part)| {
+                            let first = range.start + t * per_thread;
+                            s.spawn(move || -> Result<(), DataError> {
+                                let mut decoder = FileDecoder::new(*size, options);
+                                let mut fitted = Vec::with_capacity(part.len());
+                                for i in first..first + part.len() / image_len {
+                                    decoder.decode(files.path(i), &mut fitted)?;
+                                }
+                                part.copy_from_slice(&fitted);
+                                Ok(())
+                            })
+                        })
+                        .collect();
+                    parts.into_iter().try_for_each(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Evaluate `net` in inference mode, in chunks of `chunk` images.
     pub fn evaluate(&self, net: &Network, chunk: usize) -> candle_core::Result<Evaluation> {
-        let data = &self.data;
-        let (n, classes) = (data.len(), data.num_classes());
-        let (h, w, c) = (data.height(), data.width(), data.channels());
+        let (n, classes) = (self.num_samples(), self.num_classes());
+        let (h, w, c) = self.shape();
         let image_len = c * h * w;
         let mut confusion = vec![vec![0u64; classes]; classes];
         let mut correct = 0u64;
         let mut values = vec![0f32; chunk.min(n) * image_len];
+        let mut pixels = Vec::new();
         let mut img = Image::default();
         let mut start = 0;
         while start < n {
             let len = chunk.min(n - start);
-            for (k, i) in (start..start + len).enumerate() {
-                img.set_pixels(w, h, c, data.image(i)).map_err(candle_core::Error::wrap)?;
+            let chunk_pixels = match &self.images {
+                TestImages::Decoded(d) => &d.pixels()[start * image_len..(start + len) * image_len],
+                TestImages::Files { .. } => {
+                    pixels.resize(len * image_len, 0);
+                    self.images_into(start..start + len, &mut pixels).map_err(candle_core::Error::wrap)?;
+                    &pixels[..]
+                }
+            };
+            for (k, px) in chunk_pixels.chunks_exact(image_len).enumerate() {
+                img.set_pixels(w, h, c, px).map_err(candle_core::Error::wrap)?;
                 img.normalize_chw_into(&self.norm.mean, &self.norm.std, &mut values[k * image_len..(k + 1) * image_len]);
             }
             let x = Tensor::from_slice(&values[..len * image_len], (len, c, h, w), &Device::Cpu)?;
             let pred: Vec<u32> = net.forward(&x, Mode::Eval)?.logits.argmax(D::Minus1)?.to_vec1()?;
-            for (p, &y) in pred.iter().zip(&data.labels()[start..start + len]) {
+            for (p, &y) in pred.iter().zip(&self.labels()[start..start + len]) {
                 confusion[y as usize][*p as usize] += 1;
                 correct += (*p == y as u32) as u64;
             }
             start += len;
         }
         Ok(Evaluation { accuracy: correct as f64 / n.max(1) as f64, confusion })
+    }
+}
+
+impl TestImages {
+    fn labelled(&self) -> &dyn Labelled {
+        match self {
+            TestImages::Decoded(d) => d,
+            TestImages::Files { files, .. } => files,
+        }
+    }
+}
+
+impl Labelled for TestSet {
+    fn name(&self) -> &str {
+        self.images.labelled().name()
+    }
+    fn labels(&self) -> &[u16] {
+        self.images.labelled().labels()
+    }
+    fn classes(&self) -> &[String] {
+        self.images.labelled().classes()
     }
 }
 

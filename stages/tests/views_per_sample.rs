@@ -10,9 +10,11 @@ use protocon_stages::batch::TrainBatch;
 use protocon_stages::sampler::{StepSampler, StepSchedule};
 use protocon_stages::samples::Samples;
 use protocon_stages::views::{Normalization, StrongViews, ViewSource, WeakViews};
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+
+mod common;
+use common::write_folder;
 
 /// Collects every batch that reaches it.
 struct Collect(Arc<Mutex<Vec<TrainBatch>>>);
@@ -22,26 +24,6 @@ impl Sink for Collect {
     fn consume(&mut self, batch: TrainBatch, _: &Control) -> Result<(), StageError> {
         self.0.lock().unwrap().push(batch);
         Ok(())
-    }
-}
-
-/// Noisy pixels (so JPEG blocks differ) with a gradient (so crops differ).
-fn photo(w: usize, h: usize, salt: usize) -> Image {
-    Image::new(w, h, 3, (0..w * h * 3).map(|i| (((i * 7919 + salt) % 251) ^ (i / 3 % w)) as u8).collect()).unwrap()
-}
-
-/// Two classes of JPEG files of different sizes, and one PNG.
-fn write_folder(root: &Path) {
-    let sizes = [(160, 120), (96, 128), (200, 150), (120, 90), (144, 144), (170, 100), (64, 80), (180, 135)];
-    for (k, &(w, h)) in sizes.iter().enumerate() {
-        let class = root.join(if k % 2 == 0 { "cat" } else { "dog" });
-        std::fs::create_dir_all(&class).unwrap();
-        let img = photo(w, h, k);
-        if k == 5 {
-            std::fs::write(class.join(format!("{k}.png")), codec::encode_png(&img).unwrap()).unwrap();
-        } else {
-            std::fs::write(class.join(format!("{k}.jpg")), codec::encode_jpeg(&img, 90).unwrap()).unwrap();
-        }
     }
 }
 

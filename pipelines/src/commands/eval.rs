@@ -1,13 +1,12 @@
 //! `protocon eval`: accuracy and confusion matrix of a checkpoint's EMA (or raw) model.
 
 use crate::config::RunConfig;
-use crate::train::load_data;
+use crate::train::test_set;
 use anyhow::Context as _;
 use candle_core::Device;
 use protocon::checkpoint::Checkpoint;
-use protocon::data::Subset;
+use protocon::data::Labelled;
 use protocon::model::{Network, NetworkOptions};
-use protocon_stages::compute::TestSet;
 use protocon_stages::views::Normalization;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,11 +36,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         config.data.dataset = d.clone();
     }
     config.data.test_limit = None;
-    let test = load_data(&config, Subset::Test)?;
     let norm: Normalization = Normalization {
         mean: serde_json::from_value(ck.meta["normalization"]["mean"].clone()).context("checkpoint normalization")?,
         std: serde_json::from_value(ck.meta["normalization"]["std"].clone()).context("checkpoint normalization")?,
     };
+    let test = test_set(&config, norm)?;
     let classes = ck.meta["classes"].as_u64().context("checkpoint has no class count")? as usize;
     if test.num_classes() != classes {
         anyhow::bail!("{}: {} classes, the checkpoint was trained on {classes}", config.data.dataset, test.num_classes());
@@ -50,15 +49,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let prefix = if args.raw { "model." } else { "ema." };
     let tensors: HashMap<_, _> = ck.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect();
     net.params().load(&tensors).with_context(|| format!("checkpoint {}", path.display()))?;
-    let test = TestSet::new(test, norm);
     let eval = test.evaluate(&net, 500)?;
-    let test = test.data();
     if args.json {
         println!("{}", serde_json::json!({"checkpoint": path, "model": if args.raw {"raw"} else {"ema"},
-            "step": ck.meta["step"], "images": test.len(), "accuracy": eval.accuracy, "confusion": eval.confusion}));
+            "step": ck.meta["step"], "images": test.num_samples(), "accuracy": eval.accuracy, "confusion": eval.confusion}));
         return Ok(());
     }
-    println!("{} ({} model, step {}) on {} test images of {}", path.display(), if args.raw { "raw" } else { "EMA" }, ck.meta["step"], test.len(), config.data.dataset);
+    println!("{} ({} model, step {}) on {} test images of {}", path.display(), if args.raw { "raw" } else { "EMA" }, ck.meta["step"], test.num_samples(), config.data.dataset);
     println!("accuracy: {:.2}%", 100.0 * eval.accuracy);
     println!("confusion matrix (rows: true class, columns: predicted):");
     let names: Vec<String> = test.classes().iter().map(|s| s.chars().take(10).collect()).collect();

@@ -1,0 +1,25 @@
+//! An image folder for the per-visit tests: JPEG files of several sizes in two classes, and
+//! one PNG.
+
+use protocon_stages::augment::{codec, Image};
+use std::path::Path;
+
+/// Noisy pixels (so JPEG blocks differ) with a gradient (so crops differ).
+fn photo(w: usize, h: usize, salt: usize) -> Image {
+    Image::new(w, h, 3, (0..w * h * 3).map(|i| (((i * 7919 + salt) % 251) ^ (i / 3 % w)) as u8).collect()).unwrap()
+}
+
+/// Two classes of JPEG files of different sizes, and one PNG.
+pub fn write_folder(root: &Path) {
+    let sizes = [(160, 120), (96, 128), (200, 150), (120, 90), (144, 144), (170, 100), (64, 80), (180, 135)];
+    for (k, &(w, h)) in sizes.iter().enumerate() {
+        let class = root.join(if k % 2 == 0 { "cat" } else { "dog" });
+        std::fs::create_dir_all(&class).unwrap();
+        let img = photo(w, h, k);
+        if k == 5 {
+            std::fs::write(class.join(format!("{k}.png")), codec::encode_png(&img).unwrap()).unwrap();
+        } else {
+            std::fs::write(class.join(format!("{k}.jpg")), codec::encode_jpeg(&img, 90).unwrap()).unwrap();
+        }
+    }
+}
