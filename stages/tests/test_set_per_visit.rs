@@ -9,7 +9,7 @@ use protocon_stages::compute::TestSet;
 use protocon_stages::views::Normalization;
 
 mod common;
-use common::write_folder;
+use common::{temp_folder, truncate_a_file};
 
 const SIDE: usize = 40;
 
@@ -19,14 +19,15 @@ fn pixels(test: &TestSet, range: std::ops::Range<usize>) -> Vec<u8> {
     out
 }
 
+fn net() -> Network {
+    Network::build(Arch::CnnSmall, 2, None, 7, &Device::Cpu, &NetworkOptions { bn_momentum: 0.1, ..Default::default() }).unwrap()
+}
+
 #[test]
 fn files_decoded_per_evaluation_equal_the_folder_decoded_at_load() {
-    let dir = tempfile::tempdir().unwrap();
-    write_folder(dir.path());
-    let files = folder::files(dir.path(), Subset::Train, "folder:test").unwrap();
+    let (dir, files) = temp_folder();
     let norm = Normalization { mean: vec![0.5, 0.4, 0.3], std: vec![0.2, 0.25, 0.3] };
-    let net = Network::build(Arch::CnnSmall, 2, None, 7, &Device::Cpu, &NetworkOptions { bn_momentum: 0.1, ..Default::default() })
-        .unwrap();
+    let net = net();
     let mut fitted = Vec::new();
     for fit in [Fit::CenterCrop, Fit::Resize] {
         let options = LoadOptions::new().size(SIDE, SIDE).fit(fit);
@@ -53,16 +54,10 @@ fn files_decoded_per_evaluation_equal_the_folder_decoded_at_load() {
 
 #[test]
 fn a_test_file_that_cannot_be_decoded_fails_the_evaluation_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    write_folder(dir.path());
-    let bad = dir.path().join("dog/3.jpg");
-    let bytes = std::fs::read(&bad).unwrap();
-    std::fs::write(&bad, &bytes[..60]).unwrap();
-    let files = folder::files(dir.path(), Subset::Train, "folder:test").unwrap();
+    let (dir, files) = temp_folder();
+    truncate_a_file(dir.path());
     let norm = Normalization { mean: vec![0.5; 3], std: vec![0.25; 3] };
     let test = TestSet::per_visit(files, [SIDE, SIDE], &LoadOptions::new().fit(Fit::CenterCrop), 2, norm);
-    let net = Network::build(Arch::CnnSmall, 2, None, 7, &Device::Cpu, &NetworkOptions { bn_momentum: 0.1, ..Default::default() })
-        .unwrap();
-    let err = test.evaluate(&net, 4).unwrap_err().to_string();
+    let err = test.evaluate(&net(), 4).unwrap_err().to_string();
     assert!(err.contains("dog/3.jpg") && err.contains("JPEG"), "{err}");
 }

@@ -3,7 +3,7 @@
 //! decoded once, only around its two crops (down to the lower one, across both).
 
 use protocon::data::jpeg::Region;
-use protocon::data::{folder, Labelled, Subset};
+use protocon::data::Labelled;
 use protocon::{Control, Pipeline, Sink, StageError, StageSpec};
 use protocon_stages::augment::{codec, AugmentConfig, AugmentRegistry, Augmenter, Image, Workspace};
 use protocon_stages::batch::TrainBatch;
@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 mod common;
-use common::write_folder;
+use common::{temp_folder, truncate_a_file};
 
 /// Collects every batch that reaches it.
 struct Collect(Arc<Mutex<Vec<TrainBatch>>>);
@@ -45,9 +45,7 @@ fn run(source: Arc<ViewSource>, schedule: Arc<StepSchedule>, steps: u64) -> Vec<
 
 #[test]
 fn views_of_files_decoded_per_visit_equal_views_of_their_full_decode() {
-    let dir = tempfile::tempdir().unwrap();
-    write_folder(dir.path());
-    let files = folder::files(dir.path(), Subset::Train, "folder:test").unwrap();
+    let (_dir, files) = temp_folder();
     assert_eq!(files.labels(), &[0, 0, 0, 0, 1, 1, 1, 1], "classes sorted by name, then files");
     let norm = Normalization::of(&files, 1000).unwrap();
     let side = 48;
@@ -97,9 +95,7 @@ fn views_of_files_decoded_per_visit_equal_views_of_their_full_decode() {
 
 #[test]
 fn normalization_over_every_sample_is_the_pooled_statistic() {
-    let dir = tempfile::tempdir().unwrap();
-    write_folder(dir.path());
-    let files = folder::files(dir.path(), Subset::Train, "folder:test").unwrap();
+    let (_dir, files) = temp_folder();
     // Independently: decode every file, pool its pixels, then take mean and variance per channel.
     let mut pixels: Vec<[f64; 3]> = Vec::new();
     let mut img = Image::default();
@@ -121,12 +117,8 @@ fn normalization_over_every_sample_is_the_pooled_statistic() {
 
 #[test]
 fn a_file_that_cannot_be_decoded_is_an_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    write_folder(dir.path());
-    let bad = dir.path().join("dog/3.jpg");
-    let bytes = std::fs::read(&bad).unwrap();
-    std::fs::write(&bad, &bytes[..60]).unwrap();
-    let files = folder::files(dir.path(), Subset::Train, "folder:test").unwrap();
+    let (dir, files) = temp_folder();
+    let bad = truncate_a_file(dir.path());
     let index = (0..files.num_samples()).find(|&i| files.path(i) == bad).unwrap();
     let (mut bytes, mut img) = (Vec::new(), Image::default());
     let err = files.load(index, &mut Region::whole, &mut bytes, &mut img).unwrap_err().to_string();
