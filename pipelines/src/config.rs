@@ -212,6 +212,17 @@ impl DataSection {
     pub fn spec(&self) -> anyhow::Result<DatasetSpec> {
         self.dataset.parse().map_err(|e| anyhow::anyhow!("data.dataset: {e}"))
     }
+
+    /// How images of a `kind` data set reach `size`: `fit`, else a centre crop for a folder's
+    /// test files decoded per visit (the ImageNet evaluation transform), a resize for other
+    /// folders (whose files come in any size) and padding for the built-in sets (28 -> 32).
+    pub fn fit_for(&self, kind: DatasetKind) -> Fit {
+        self.fit.unwrap_or(match (kind, self.decode) {
+            (DatasetKind::Folder, Decode::PerSample) => Fit::CenterCrop,
+            (DatasetKind::Folder, Decode::AtLoad) => Fit::Resize,
+            _ => Fit::Pad,
+        })
+    }
 }
 
 /// See [`DataSection::decode`].
@@ -322,7 +333,8 @@ fn default_eval_every() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThreadsSection {
-    /// Threads of the compute stage's kernels (0: `RAYON_NUM_THREADS` or the core count).
+    /// Threads of the compute stage's kernels (0: `RAYON_NUM_THREADS` or the core count), and
+    /// of the decoding of a per-sample folder's test files at each evaluation.
     #[serde(default)]
     pub compute: usize,
     /// Workers of the weak-augmentation stage.
@@ -409,6 +421,10 @@ impl RunConfig {
             if !(f > 0.0 && f <= 1.0) {
                 bail!("data.crop_fraction must be in (0, 1], got {f}");
             }
+            let fit = self.data.fit_for(self.data.spec()?.kind());
+            if fit != Fit::CenterCrop {
+                bail!("data.crop_fraction applies to data.fit = \"center-crop\" only, and data.fit is \"{fit}\" here");
+            }
         }
         if self.data.decode == Decode::PerSample {
             if self.data.spec()?.kind() != DatasetKind::Folder {
@@ -491,9 +507,13 @@ mod tests {
     fn fit_center_crop_parses_and_a_crop_fraction_outside_0_1_is_refused() {
         let set = |v: &[&str]| RunConfig::parse(DEFAULT_CONFIG, "my.toml", &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         let c = set(&["data.fit=\"center-crop\"", "data.crop_fraction=0.9"]).unwrap();
+        assert_eq!(c.data.fit_for(DatasetKind::FashionMnist), Fit::CenterCrop);
         assert_eq!((c.data.fit, c.data.crop_fraction), (Some(Fit::CenterCrop), Some(0.9)));
         let err = format!("{:#}", set(&["data.crop_fraction=1.2"]).unwrap_err());
         assert!(err.contains("data.crop_fraction") && err.contains("1.2"), "{err}");
+        // The default config pads Fashion-MNIST: a crop fraction there would do nothing.
+        let err = format!("{:#}", set(&["data.crop_fraction=0.9"]).unwrap_err());
+        assert!(err.contains("data.crop_fraction") && err.contains("\"pad\""), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 use candle_core::Device;
 use protocon::checkpoint::Checkpoint;
 use protocon::data::jpeg::Region;
-use protocon::data::{self, DatasetKind, FetchOptions, Fit, ImageFiles, LoadOptions, Split, Subset};
+use protocon::data::{self, DatasetKind, FetchOptions, ImageFiles, LoadOptions, Split, Subset};
 use protocon::model::{Network, NetworkOptions};
 use protocon::optim::SgdConfig;
 use protocon::schedule::CosineSchedule;
@@ -69,18 +69,11 @@ pub fn load_data(config: &RunConfig, subset: Subset) -> anyhow::Result<protocon:
     })
 }
 
-/// How `config` brings images to its size: `data.fit`, by default a centre crop (the ImageNet
-/// evaluation transform) for a folder's test files decoded per visit, a resize for other
-/// folders (whose files come in any size) and padding for the built-in sets (28 -> 32).
+/// How `config` brings images of a `kind` data set to its size ([`DataSection::fit_for`](crate::config::DataSection::fit_for)).
 fn load_options(config: &RunConfig, kind: DatasetKind) -> LoadOptions {
     let mut options = LoadOptions::new().rgb(config.data.rgb);
     if let Some(s) = config.data.size {
-        let default_fit = match (kind, config.data.decode) {
-            (DatasetKind::Folder, Decode::PerSample) => Fit::CenterCrop,
-            (DatasetKind::Folder, Decode::AtLoad) => Fit::Resize,
-            _ => Fit::Pad,
-        };
-        options = options.size(s, s).fit(config.data.fit.unwrap_or(default_fit));
+        options = options.size(s, s).fit(config.data.fit_for(kind));
     }
     if let Some(f) = config.data.crop_fraction {
         options = options.crop_fraction(f);
@@ -90,12 +83,15 @@ fn load_options(config: &RunConfig, kind: DatasetKind) -> LoadOptions {
 
 /// The test subset of `config` with the normalisation `norm`: decoded at load, or, with
 /// `data.decode = "per-sample"`, read from the folder's files at each evaluation (a test set
-/// the size of ImageNet's is 7.5 GB decoded), on `threads.compute` threads (all cores if 0).
+/// the size of ImageNet's is 7.5 GB decoded), on `threads.compute` threads (0: as many as the
+/// kernels use).
+///
+/// A built-in set given for a per-sample run (`protocon eval --data cifar10:DIR` on such a
+/// checkpoint) has no files to visit and is decoded at load.
 pub fn test_set(config: &RunConfig, norm: Normalization) -> anyhow::Result<TestSet> {
-    match config.data.decode {
-        Decode::AtLoad => Ok(TestSet::new(load_data(config, Subset::Test)?, norm)),
-        Decode::PerSample => {
-            let spec = config.data.spec()?;
+    let spec = config.data.spec()?;
+    match (config.data.decode, spec.kind()) {
+        (Decode::PerSample, DatasetKind::Folder) => {
             let side = config.data.size.context("data.decode = \"per-sample\" needs data.size")?;
             let files = spec.files(Subset::Test)?;
             let files = match config.data.test_limit {
@@ -103,11 +99,12 @@ pub fn test_set(config: &RunConfig, norm: Normalization) -> anyhow::Result<TestS
                 None => files,
             };
             let threads = match config.threads.compute {
-                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                0 => protocon::ops::num_threads(),
                 n => n,
             };
             Ok(TestSet::per_visit(files, [side, side], &load_options(config, spec.kind()), threads, norm))
         }
+        _ => Ok(TestSet::new(load_data(config, Subset::Test)?, norm)),
     }
 }
 

@@ -174,8 +174,8 @@ fn an_image_folder_decoded_per_sample_trains_the_same_with_any_worker_count() {
         args.extend_from_slice(extra);
         ok(&train(&out, &args));
         let rs = records(&out);
-        // `protocon eval` decodes the test files per visit as training's evaluation did, and
-        // scores the final EMA model the same.
+        // `protocon eval` reads the test files per visit as training's evaluation did (8 images),
+        // and scores the final EMA model as its last evaluation did.
         let e = protocon(&["eval", "--checkpoint", out.to_str().unwrap(), "--json"]);
         ok(&e);
         let e: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();

@@ -206,19 +206,18 @@ impl FileDecoder {
                 found: format!("{}x{}", shape.0, shape.1),
             });
         }
+        let naming_the_file = |e| match e {
+            DataError::Fit { from, to, reason } => DataError::Fit { from: format!("{from} ({})", path.display()), to, reason },
+            other => other,
+        };
         let fitter = match &mut self.fitter {
             Some((s, f)) if *s == shape => f,
             slot => {
-                let f = ImageFitter::new(&self.options, (shape.0, shape.1, 3)).map_err(|e| match e {
-                    DataError::Fit { from, to, reason } => {
-                        DataError::Fit { from: format!("{from} ({})", path.display()), to, reason }
-                    }
-                    other => other,
-                })?;
+                let f = ImageFitter::new(&self.options, (shape.0, shape.1, 3)).map_err(naming_the_file)?;
                 &mut slot.insert((shape, f)).1
             }
         };
-        fitter.fit(&image, out)
+        fitter.fit(&image, out).map_err(naming_the_file)
     }
 }
 

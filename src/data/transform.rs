@@ -29,6 +29,17 @@ pub enum Fit {
     CenterCrop,
 }
 
+/// The name a config gives it (`data.fit`).
+impl std::fmt::Display for Fit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fit::Resize => "resize",
+            Fit::Pad => "pad",
+            Fit::CenterCrop => "center-crop",
+        })
+    }
+}
+
 /// Share of the scaled image's shorter side [`Fit::CenterCrop`] keeps by default: 224 of 256,
 /// the ImageNet convention.
 pub const DEFAULT_CROP_FRACTION: f64 = 0.875;
@@ -104,7 +115,7 @@ impl LoadOptions {
     pub fn apply(&self, data: Dataset) -> Result<Dataset, DataError> {
         let from = (data.height(), data.width(), data.channels());
         let mut fitter = ImageFitter::new(self, from)?;
-        if fitter.output_shape() == from {
+        if fitter.is_identity() {
             return Ok(data);
         }
         let to = fitter.output_shape();
@@ -147,7 +158,18 @@ impl ImageFitter {
                 if !(f > 0.0 && f <= 1.0) {
                     return Err(fail(format!("crop fraction {f} is not in (0, 1] (`data.crop_fraction` in a run config)")));
                 }
-                center_crop_box((h, w), (th, tw), f)
+                let source_box = center_crop_box((h, w), (th, tw), f);
+                // The box spans about `f` of the shorter side; under a pixel is no image.
+                if source_box[2] < 1.0 || source_box[3] < 1.0 {
+                    return Err(fail(format!(
+                        "crop fraction {f} keeps {:.3}x{:.3} source pixels: expected at least 1x1, i.e. a fraction of about \
+                         1/{} or more (`data.crop_fraction` in a run config)",
+                        source_box[3],
+                        source_box[2],
+                        h.min(w)
+                    )));
+                }
+                source_box
             }
             Fit::Resize | Fit::Pad => whole,
         };
@@ -178,6 +200,18 @@ impl ImageFitter {
         self.to
     }
 
+    /// Whether [`fit`](Self::fit) copies images unchanged. Not merely when the shapes agree:
+    /// a centre crop to the image's own size still crops and scales back up.
+    pub(crate) fn is_identity(&self) -> bool {
+        self.to == self.from && !self.changes_geometry()
+    }
+
+    /// Whether the image is resampled or padded (else it is copied).
+    fn changes_geometry(&self) -> bool {
+        let (h, w, _) = self.from;
+        (self.to.0, self.to.1) != (h, w) || self.source_box != [0.0, 0.0, w as f64, h as f64]
+    }
+
     /// Appends the fitted version of `image` (of the source shape) to `out`.
     pub(crate) fn fit(&mut self, image: &[u8], out: &mut Vec<u8>) -> Result<(), DataError> {
         let (h, w, c) = self.from;
@@ -185,7 +219,7 @@ impl ImageFitter {
         debug_assert_eq!(image.len(), h * w * c);
         let mut sized = std::mem::take(&mut self.scratch);
         sized.clear();
-        if (th, tw) == (h, w) && self.source_box == [0.0, 0.0, w as f64, h as f64] {
+        if !self.changes_geometry() {
             sized.extend_from_slice(image);
         } else {
             match self.fit {
@@ -233,8 +267,11 @@ fn center_crop_box((h, w): (usize, usize), (th, tw): (usize, usize), fraction: f
     let (sh, sw) = if h <= w { (short_side, long_side) } else { (long_side, short_side) };
     let axis = |source: usize, scaled: usize, target: usize| -> (f64, f64) {
         let start = ((scaled - target) as f64 / 2.0).round_ties_even();
-        let per_scaled = source as f64 / scaled as f64;
-        (start * per_scaled, target as f64 * per_scaled)
+        let of_scaled = |n: f64| n * source as f64 / scaled as f64;
+        // Multiplied before divided, the whole axis (target == scaled) comes out exactly
+        // `source`: fast_image_resize refuses a box a rounding error past the edge.
+        let (left, width) = (of_scaled(start), of_scaled(target as f64));
+        (left, width.min(source as f64 - left))
     };
     let (left, width) = axis(w, sw, tw);
     let (top, height) = axis(h, sh, th);
@@ -337,27 +374,59 @@ mod tests {
         // 375x500 to 224 at 0.875: Resize(256) -> 256x341 (int(256 * 500 / 375) = 341),
         // CenterCrop(224) starts at round(16) = 16 down and round(58.5) = 58 across (half to
         // even); in source pixels x 375/256 and 500/341.
-        let [left, top, width, height] = center_crop_box((375, 500), (224, 224), 0.875);
-        let (sy, sx) = (375.0 / 256.0, 500.0 / 341.0);
-        assert_eq!([left, top, width, height], [58.0 * sx, 16.0 * sy, 224.0 * sx, 224.0 * sy]);
+        let box_ = center_crop_box((375, 500), (224, 224), 0.875);
+        let (y, x) = (|n: f64| n * 375.0 / 256.0, |n: f64| n * 500.0 / 341.0);
+        assert_eq!(box_, [x(58.0), y(16.0), x(224.0), y(224.0)]);
         // A wide target: Resize(8) makes 4x4 8x8; the crop keeps all 8 columns and rows 3..5.
         assert_eq!(center_crop_box((4, 4), (2, 8), 1.0), [0.0, 1.5, 4.0, 1.0]);
     }
 
     #[test]
-    fn center_crop_at_the_native_size_and_fraction_one_is_the_identity() {
-        let d = ramp(3, 5, |y, x| (7 * y + x) as u8);
-        let same = LoadOptions::new().size(3, 5).fit(Fit::CenterCrop).crop_fraction(1.0).apply(d.clone()).unwrap();
-        assert_eq!(same.image(0), d.image(0));
+    fn center_crop_boxes_stay_inside_the_image() {
+        // At fraction 1 the shorter side is scaled to the target and kept whole: its box must
+        // be exactly the image's side, or fast_image_resize refuses it (225x300 once gave a
+        // width a rounding error over 225).
+        for short in 1..=1000 {
+            for (h, w) in [(short, short), (short, short * 4 / 3 + 1), (short * 3 / 2 + 1, short)] {
+                for f in [1.0, 0.875] {
+                    let [left, top, width, height] = center_crop_box((h, w), (224, 224), f);
+                    assert!(left >= 0.0 && left + width <= w as f64, "{h}x{w} at {f}: across {left} + {width}");
+                    assert!(top >= 0.0 && top + height <= h as f64, "{h}x{w} at {f}: down {top} + {height}");
+                }
+            }
+        }
+        let options = LoadOptions::new().size(224, 224).fit(Fit::CenterCrop).crop_fraction(1.0);
+        for (h, w) in [(225, 300), (300, 225), (232, 232), (450, 600)] {
+            let d = options.apply(ramp(h, w, |y, x| (x + y) as u8)).unwrap();
+            assert_eq!((d.height(), d.width()), (224, 224));
+        }
     }
 
     #[test]
-    fn center_crop_refuses_a_fraction_outside_0_1() {
-        for f in [0.0, 1.5, f64::NAN] {
+    fn center_crop_at_the_native_size_is_the_identity_at_fraction_one_only() {
+        let d = ramp(5, 5, |y, x| (7 * y + x) as u8);
+        let same = LoadOptions::new().size(5, 5).fit(Fit::CenterCrop).crop_fraction(1.0).apply(d.clone()).unwrap();
+        assert_eq!(same.image(0), d.image(0));
+        // CIFAR at 32 with the default 0.875: Resize(36) then CenterCrop(32), i.e. the box
+        // [2 * 32/36, .., 32 * 32/36 wide] scaled up by 36/32. Columns valued 4x: output column
+        // 0 samples source x = 32/36 * (2 + 0.5) = 2.22 (pixel centres at i + 0.5), between
+        // columns 1 and 2: 4 + 0.72 * 4 = 6.89 -> 7; column 31 samples 32/36 * 33.5 = 29.78:
+        // 4 * 29.28 = 117.1 -> 117.
+        let cifar = ramp(32, 32, |_, x| 4 * x as u8);
+        let crop = LoadOptions::new().size(32, 32).fit(Fit::CenterCrop).apply(cifar).unwrap();
+        assert_eq!((crop.image(0)[0], crop.image(0)[31]), (7, 117));
+    }
+
+    #[test]
+    fn center_crop_refuses_a_fraction_outside_0_1_or_under_a_pixel() {
+        for f in [0.0, 1.5, f64::NAN, 1e-300, 0.2] {
             let e = LoadOptions::new().size(2, 2).fit(Fit::CenterCrop).crop_fraction(f).apply(ramp(4, 4, |_, _| 0));
             let e = e.unwrap_err().to_string();
             assert!(e.contains("crop fraction") && e.contains("data.crop_fraction"), "{e}");
         }
+        // A quarter of a 4-pixel side is one pixel: still an image.
+        let one = LoadOptions::new().size(2, 2).fit(Fit::CenterCrop).crop_fraction(0.25).apply(ramp(4, 4, |_, _| 9));
+        assert_eq!(one.unwrap().image(0), &[9; 4]);
     }
 
     #[test]

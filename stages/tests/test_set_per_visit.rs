@@ -41,7 +41,7 @@ fn files_decoded_per_evaluation_equal_the_folder_decoded_at_load() {
             for range in [0..8, 3..8, 1..2] {
                 assert!(pixels(&per_visit, range.clone()) == pixels(&at_load, range.clone()), "{fit:?}, {threads} threads, {range:?}");
             }
-            // Chunks of 3 images over 3 threads: a thread with one file, one with none.
+            // Chunks of 3 images over 3 threads (one file each), then a last chunk of 2.
             for chunk in [3, 500] {
                 let got = per_visit.evaluate(&net, chunk).unwrap();
                 assert_eq!((got.accuracy, &got.confusion), (want.accuracy, &want.confusion), "{fit:?}, chunk {chunk}");
