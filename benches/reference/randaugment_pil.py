@@ -322,6 +322,13 @@ def record():
         "BRIGHTNESS_086": PIL.ImageEnhance.Brightness(img).enhance(0.86),
         # RandomResizedCrop's crop-then-resize: box (left 1, top 1, 4 x 3) to 3 x 5
         "RESIZED_CROP": img.crop((1, 1, 5, 4)).resize((3, 5), Image.BILINEAR),
+        # The ImageNet evaluation transform, Resize(int(size / f)) + CenterCrop(size), as
+        # torchvision runs it on a PIL image (`data.fit = "center-crop"`). size 2, f 0.6:
+        # Resize(3) makes 5x6 3x3 (int(3 * 6 / 5) = 3), the crop starts at round(0.5) = 0.
+        "CENTER_CROP_2_06": img.resize((3, 3), Image.BILINEAR).crop((0, 0, 2, 2)),
+        # size 8, f 0.875: Resize(9) makes it 9x10 (int(9 * 6 / 5) = 10), the crop starts at
+        # round(0.5) = 0 down and round(1) = 1 across.
+        "CENTER_CROP_8_0875": img.resize((10, 9), Image.BILINEAR).crop((1, 0, 9, 8)),
     }
     for name, out in outs.items():
         data = list(out.tobytes())

@@ -369,6 +369,46 @@ mod tests {
         assert_eq!(half.apply(ramp(8, 8, |_, x| 10 * x as u8)).unwrap().image(0), &[25, 45, 25, 45]);
     }
 
+    /// `benches/reference/randaugment_pil.py record`'s 5x6 RGB image:
+    /// `(x * 97 + y * 57 + c * 31 + x * y * 13) % 256`.
+    fn textured() -> Dataset {
+        let px = (0..5 * 6 * 3).map(|i| {
+            let (y, x, c) = (i / 18, i / 3 % 6, i % 3);
+            ((x * 97 + y * 57 + c * 31 + x * y * 13) % 256) as u8
+        });
+        one(5, 6, 3, px.collect())
+    }
+
+    /// torchvision's `Resize(3)` + `CenterCrop(2)` of [`textured`] in Pillow 13:
+    /// `img.resize((3, 3), BILINEAR).crop((0, 0, 2, 2))` (`randaugment_pil.py record`).
+    const CENTER_CROP_2_06: [u8; 12] = [
+    82, 113, 123, 112, 129, 105, 141, 111, 142, 144, 97, 121,
+    ];
+    /// `Resize(9)` + `CenterCrop(8)`: `img.resize((10, 9), BILINEAR).crop((1, 0, 9, 8))`.
+    const CENTER_CROP_8_0875: [u8; 192] = [
+    39, 70, 101, 97, 128, 159, 155, 186, 64, 162, 193, 19, 67, 98, 78, 74, 105, 136, 132, 163, 194, 190, 68, 99,
+    60, 91, 122, 120, 151, 182, 130, 161, 90, 122, 153, 48, 81, 112, 109, 108, 105, 136, 168, 114, 145, 178, 73,
+    104, 94, 125, 156, 159, 190, 221, 87, 118, 132, 56, 87, 95, 104, 135, 161, 164, 104, 135, 229, 32, 63, 157,
+    80, 111, 129, 114, 145, 198, 115, 146, 114, 99, 130, 81, 89, 120, 150, 91, 122, 175, 80, 111, 176, 64, 95,
+    160, 134, 97, 163, 92, 123, 237, 12, 43, 157, 86, 117, 129, 108, 139, 202, 29, 60, 174, 51, 82, 94, 125,
+    156, 168, 199, 76, 141, 126, 157, 134, 51, 82, 144, 129, 160, 148, 156, 187, 140, 81, 112, 145, 107, 81,
+    155, 186, 74, 147, 178, 84, 130, 144, 175, 59, 90, 121, 125, 156, 187, 150, 181, 212, 96, 127, 158, 121,
+    152, 92, 187, 218, 21, 133, 164, 87, 164, 93, 124, 98, 129, 160, 82, 113, 144, 84, 115, 146, 119, 150, 181,
+    120, 151, 148, 105, 136, 82, 140, 171, 66,
+    ];
+
+    #[test]
+    fn center_crop_matches_pillow_recordings() {
+        for (side, fraction, want) in [(2, 0.6, &CENTER_CROP_2_06[..]), (8, 0.875, &CENTER_CROP_8_0875[..])] {
+            let options = LoadOptions::new().size(side, side).fit(Fit::CenterCrop).crop_fraction(fraction);
+            let got = options.apply(textured()).unwrap();
+            // One resampling of the box against Pillow's resize then crop, and
+            // fast_image_resize's rounding against Pillow's: a level apart at most.
+            let worst = got.image(0).iter().zip(want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            assert!(worst <= 1, "size {side} at {fraction}: up to {worst} levels off Pillow: {:?}", got.image(0));
+        }
+    }
+
     #[test]
     fn center_crop_box_rounds_like_torchvision() {
         // 375x500 to 224 at 0.875: Resize(256) -> 256x341 (int(256 * 500 / 375) = 341),
