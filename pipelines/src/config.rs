@@ -417,6 +417,9 @@ impl RunConfig {
                 bail!("algorithm protocon needs unlabeled images: train.unlabeled_ratio must be at least 1");
             }
         }
+        if self.data.size == Some(0) {
+            bail!("data.size must be at least 1 (pixels), got 0");
+        }
         if let Some(f) = self.data.crop_fraction {
             if !(f > 0.0 && f <= 1.0) {
                 bail!("data.crop_fraction must be in (0, 1], got {f}");
@@ -511,6 +514,7 @@ mod tests {
         assert_eq!((c.data.fit, c.data.crop_fraction), (Some(Fit::CenterCrop), Some(0.9)));
         let err = format!("{:#}", set(&["data.crop_fraction=1.2"]).unwrap_err());
         assert!(err.contains("data.crop_fraction") && err.contains("1.2"), "{err}");
+        assert!(format!("{:#}", set(&["data.size=0"]).unwrap_err()).contains("data.size"));
         // The default config pads Fashion-MNIST: a crop fraction there would do nothing.
         let err = format!("{:#}", set(&["data.crop_fraction=0.9"]).unwrap_err());
         assert!(err.contains("data.crop_fraction") && err.contains("\"pad\""), "{err}");
