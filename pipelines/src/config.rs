@@ -3,7 +3,7 @@
 //! overrides any field (dotted path, value in TOML syntax; bare words are strings).
 
 use anyhow::{bail, Context as _};
-use protocon::data::{DatasetKind, DatasetSpec, Fit};
+use protocon::data::{DatasetKind, DatasetSpec, Fit, Subset};
 use protocon::model::Arch;
 use protocon::protocon::{ClusterLabels, LossWeights, MaskFrom, PriorCorrection, ProtoConConfig};
 use protocon_stages::augment::AugmentConfig;
@@ -211,6 +211,14 @@ impl DataSection {
     /// The data set `dataset` names; the error names the key.
     pub fn spec(&self) -> anyhow::Result<DatasetSpec> {
         self.dataset.parse().map_err(|e| anyhow::anyhow!("data.dataset: {e}"))
+    }
+
+    /// The number of images of `subset` to use: `train_limit` or `test_limit`.
+    pub fn limit(&self, subset: Subset) -> Option<usize> {
+        match subset {
+            Subset::Train => self.train_limit,
+            Subset::Test => self.test_limit,
+        }
     }
 
     /// How images of a `kind` data set reach `size`: `fit`, else a centre crop for a folder's

@@ -59,11 +59,7 @@ pub fn load_data(config: &RunConfig, subset: Subset) -> anyhow::Result<protocon:
     }
     let options = load_options(config, spec.kind());
     let data = spec.load(subset, &options)?;
-    let limit = match subset {
-        Subset::Train => config.data.train_limit,
-        Subset::Test => config.data.test_limit,
-    };
-    Ok(match limit {
+    Ok(match config.data.limit(subset) {
         Some(n) => data.truncate(n),
         None => data,
     })
@@ -93,11 +89,7 @@ pub fn test_set(config: &RunConfig, norm: Normalization) -> anyhow::Result<TestS
     match (config.data.decode, spec.kind()) {
         (Decode::PerSample, DatasetKind::Folder) => {
             let side = config.data.size.context("data.decode = \"per-sample\" needs data.size")?;
-            let files = spec.files(Subset::Test)?;
-            let files = match config.data.test_limit {
-                Some(n) => files.truncate(n),
-                None => files,
-            };
+            let files = folder_files(config, Subset::Test)?;
             let threads = match config.threads.compute {
                 0 => protocon::ops::num_threads(),
                 n => n,
@@ -120,17 +112,16 @@ pub fn train_samples(config: &RunConfig) -> anyhow::Result<(Arc<dyn Samples>, [u
         }
         Decode::PerSample => {
             let side = config.data.size.context("data.decode = \"per-sample\" needs data.size")?;
-            (Arc::new(train_files(config)?), [FILE_CHANNELS, side, side])
+            (Arc::new(folder_files(config, Subset::Train)?), [FILE_CHANNELS, side, side])
         }
     })
 }
 
-/// Training files of an image folder that `config` decodes per visit (`data.decode =
-/// "per-sample"`), with `data.train_limit` applied.
-fn train_files(config: &RunConfig) -> anyhow::Result<ImageFiles> {
-    let spec = config.data.spec()?;
-    let files = spec.files(Subset::Train)?;
-    Ok(match config.data.train_limit {
+/// The files of a subset of the image folder `config` decodes per visit (`data.decode =
+/// "per-sample"`), with `data.train_limit` or `data.test_limit` applied.
+fn folder_files(config: &RunConfig, subset: Subset) -> anyhow::Result<ImageFiles> {
+    let files = config.data.spec()?.files(subset)?;
+    Ok(match config.data.limit(subset) {
         Some(n) => files.truncate(n),
         None => files,
     })

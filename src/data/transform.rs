@@ -151,7 +151,6 @@ impl ImageFitter {
         if options.rgb && c != 1 && c != 3 {
             return Err(fail(format!("cannot convert {c} channels to RGB")));
         }
-        let whole = [0.0, 0.0, w as f64, h as f64];
         let source_box = match options.fit {
             Fit::CenterCrop => {
                 let f = options.crop_fraction;
@@ -171,9 +170,18 @@ impl ImageFitter {
                 }
                 source_box
             }
-            Fit::Resize | Fit::Pad => whole,
+            Fit::Resize | Fit::Pad => [0.0, 0.0, w as f64, h as f64],
         };
-        if (th, tw) != (h, w) || source_box != whole {
+        let fitter = ImageFitter {
+            from,
+            to: (th, tw, tc),
+            fit: options.fit,
+            pad_value: options.pad_value,
+            source_box,
+            resizer: Resizer::new(),
+            scratch: Vec::new(),
+        };
+        if fitter.changes_geometry() {
             match options.fit {
                 Fit::Pad if th < h || tw < w => {
                     return Err(fail("padding cannot shrink an image; use fit = resize (`data.fit` in a run config)".into()))
@@ -184,15 +192,7 @@ impl ImageFitter {
                 _ => {}
             }
         }
-        Ok(ImageFitter {
-            from,
-            to: (th, tw, tc),
-            fit: options.fit,
-            pad_value: options.pad_value,
-            source_box,
-            resizer: Resizer::new(),
-            scratch: Vec::new(),
-        })
+        Ok(fitter)
     }
 
     /// `(height, width, channels)` of the images [`fit`](Self::fit) produces.
