@@ -4,11 +4,9 @@ use protocon::data::fetch::{sha256_file, FASHION_MNIST};
 use protocon::data::{fetch, DataError, DatasetKind, FetchOptions, FetchSource};
 use std::path::{Path, PathBuf};
 
-fn fashion_mnist_dir() -> PathBuf {
-    std::env::var_os("PROTOCON_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fashion-mnist"))
-}
+#[path = "support/fashion_mnist.rs"]
+mod fashion_mnist;
+use fashion_mnist::{fashion_mnist_dir, FILES as ALL_FILES};
 
 fn quiet() -> impl FnMut(&str) {
     |_: &str| {}
@@ -20,13 +18,6 @@ fn names_in(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
-
-const ALL_FILES: [&str; 4] = [
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-];
 
 #[test]
 fn from_local_dir_then_already_present() {

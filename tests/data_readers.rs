@@ -6,19 +6,9 @@ use protocon::data::{cifar, idx, jpeg, DataError, Dataset, DatasetKind, DatasetS
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// The read-only Fashion-MNIST copy in the project's shared directory (beside the repository,
-/// locally and in CI); `PROTOCON_TEST_DATA` (as `.ci/run` sets it) overrides it.
-fn fashion_mnist_dir() -> PathBuf {
-    let dir = std::env::var_os("PROTOCON_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fashion-mnist"));
-    assert!(
-        dir.join("t10k-labels-idx1-ubyte.gz").is_file(),
-        "Fashion-MNIST fixture not found in {}; set PROTOCON_TEST_DATA",
-        dir.display()
-    );
-    dir
-}
+#[path = "support/fashion_mnist.rs"]
+mod fashion_mnist;
+use fashion_mnist::fashion_mnist_dir;
 
 fn gunzip(path: &Path) -> Vec<u8> {
     let mut out = Vec::new();

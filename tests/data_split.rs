@@ -1,7 +1,10 @@
 //! Label-scarce splits: balance, partition, reproducibility, the split file and its checks.
 
 use protocon::data::{labels_sha256, DataError, Dataset, DatasetKind, DatasetSpec, LoadOptions, Split, Subset};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+#[path = "support/fashion_mnist.rs"]
+mod fashion_mnist;
 
 /// A 1x1 grey data set with the given labels.
 fn tiny(labels: Vec<u16>, num_classes: usize) -> Dataset {
@@ -20,10 +23,7 @@ fn uneven() -> Dataset {
 }
 
 fn fashion_mnist_test() -> Dataset {
-    let dir = std::env::var_os("PROTOCON_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fashion-mnist"));
-    DatasetSpec::new(DatasetKind::FashionMnist, dir).load(Subset::Test, &LoadOptions::new()).unwrap()
+    DatasetSpec::new(DatasetKind::FashionMnist, fashion_mnist::fashion_mnist_dir()).load(Subset::Test, &LoadOptions::new()).unwrap()
 }
 
 #[test]

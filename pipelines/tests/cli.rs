@@ -3,6 +3,9 @@
 
 use std::process::Command;
 
+#[path = "../../tests/support/fashion_mnist.rs"]
+mod fashion_mnist;
+
 fn protocon(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_protocon")).args(args).output().expect("binary runs")
 }
@@ -55,9 +58,7 @@ fn bad_bench_arguments_are_refused_with_a_reason() {
 
 #[test]
 fn data_preview_png_is_identical_for_one_and_two_workers() {
-    let data = std::env::var_os("PROTOCON_TEST_DATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/fashion-mnist"));
+    let data = fashion_mnist::fashion_mnist_dir();
     let dir = std::env::temp_dir().join(format!("protocon-preview-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let spec = format!("data.dataset=fashion-mnist:{}", data.display());

@@ -6,12 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "../../../tests/support/fashion_mnist.rs"]
+mod fashion_mnist;
+
+/// Fashion-MNIST for the tests (see `tests/support/fashion_mnist.rs` for where it is looked for).
 pub fn data_dir() -> PathBuf {
-    let dir = std::env::var_os("PROTOCON_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/fashion-mnist"));
-    assert!(dir.join("train-images-idx3-ubyte.gz").exists(), "Fashion-MNIST not found in {}; set PROTOCON_TEST_DATA", dir.display());
-    dir
+    fashion_mnist::fashion_mnist_dir()
 }
 
 pub fn smoke() -> PathBuf {
