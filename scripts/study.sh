@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
-# The Fashion-MNIST-40 study (issue 6): supervised-only vs FixMatch vs ProtoCon, 3 seeds each,
-# equal step budgets, splits made with `protocon data split`. Diagnostic variants:
-# protocon-dual-lr-2.5 (dual learning rate scaled to this batch and K), protocon-mask-pw (mask from
-# the classifier's confidence, an option beyond the paper) and protocon-dual-lr-2.5-mask-pw (both);
-# ablations of the latter: protocon-both-no-lc (weight_c = 0), protocon-both-no-lp (Lp_x, Lp_u off).
+# The Fashion-MNIST-40 study: supervised-only vs FixMatch vs ProtoCon, 3 seeds each, equal step
+# budgets, splits made with `protocon data split`. Variants:
+#   supervised, fixmatch          the baselines
+#   protocon                      ProtoCon's defaults (preset "default": dual_lr = "auto")
+#   protocon-paper                the paper's exact settings (preset "paper": dual_lr = 20)
+# Early-phase ablations (issue 17; run with EXTRA="--set protocon.refine_after_epochs=1000" so
+# that no refinement happens), each switching one difference from FixMatch off:
+#   protocon-no-target-debias     debias_margin = 0 (pw is the plain softmax), strong margin kept
+#   protocon-no-strong-margin     strong_margin = 0 (no margin on the strong logits in Lu)
+#   protocon-hard-target          target = "hard" (argmax p_hat, as FixMatch)
+#   protocon-prior-0.99           prior_momentum = 0.99 (the debias prior adapts 10x faster)
+#   protocon-fixmatch-targets     all three of the first: FixMatch's pseudo-labels and loss
+# Earlier diagnostics (docs/results.md, first study): protocon-dual-lr-2.5, protocon-mask-pw,
+# protocon-dual-lr-2.5-mask-pw, protocon-both-no-lc, protocon-both-no-lp (all on the paper preset).
 # Writes runs under $OUT, an overlay figure and a summary table (docs/results.md is written from it
 # by hand). Finished runs (a `done` file) are skipped, so the script resumes.
 #
-#   scripts/study.sh                                   # the three algorithms, seeds 0 1 2, 2 at a time
-#   SEEDS="0" VARIANTS="protocon-dual-lr-2.5" scripts/study.sh
+#   scripts/study.sh                                   # the main comparison, seeds 0 1 2, 2 at a time
+#   SEEDS="0" VARIANTS="protocon-paper" STEPS=3000 scripts/study.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/protocon}
 OUT=${OUT:-runs/study}
 SEEDS=${SEEDS:-"0 1 2"}
-VARIANTS=${VARIANTS:-"supervised fixmatch protocon"}
+VARIANTS=${VARIANTS:-"supervised fixmatch protocon protocon-paper"}
+STEPS=${STEPS:-1000}
+EXTRA=${EXTRA:-}
 JOBS=${JOBS:-2}
 DATA=${DATA:-fashion-mnist}
 CONFIG=configs/fashion-mnist-40-protocon.toml
@@ -28,16 +39,25 @@ done
 
 run() { # variant seed
   local variant=$1 seed=$2 extra=()
-  local both=(--set algorithm=protocon --set protocon.dual_lr=2.5 --set protocon.mask_from=classifier)
+  local paper=(--set algorithm=protocon --set protocon.preset=paper)
+  local both=("${paper[@]}" --set protocon.dual_lr=2.5 --set protocon.mask_from=classifier)
   case $variant in
     supervised|fixmatch|protocon) extra=(--set "algorithm=$variant") ;;
-    protocon-mask-pw) extra=(--set algorithm=protocon --set protocon.mask_from=classifier) ;;
-    protocon-dual-lr-2.5) extra=(--set algorithm=protocon --set protocon.dual_lr=2.5) ;;
+    protocon-paper) extra=("${paper[@]}") ;;
+    protocon-no-target-debias) extra=(--set algorithm=protocon --set protocon.debias_margin=0 --set protocon.strong_margin=0.5) ;;
+    protocon-no-strong-margin) extra=(--set algorithm=protocon --set protocon.strong_margin=0) ;;
+    protocon-hard-target) extra=(--set algorithm=protocon --set protocon.target=hard) ;;
+    protocon-prior-0.99) extra=(--set algorithm=protocon --set protocon.prior_momentum=0.99) ;;
+    protocon-fixmatch-targets) extra=(--set algorithm=protocon --set protocon.debias_margin=0 --set protocon.strong_margin=0 --set protocon.target=hard) ;;
+    protocon-mask-pw) extra=("${paper[@]}" --set protocon.mask_from=classifier) ;;
+    protocon-dual-lr-2.5) extra=("${paper[@]}" --set protocon.dual_lr=2.5) ;;
     protocon-dual-lr-2.5-mask-pw) extra=("${both[@]}") ;;
     protocon-both-no-lc) extra=("${both[@]}" --set protocon.weight_c=0) ;;
     protocon-both-no-lp) extra=("${both[@]}" --set protocon.weight_px=0 --set protocon.weight_pu=0) ;;
     *) echo "unknown variant $variant" >&2; return 1 ;;
   esac
+  # shellcheck disable=SC2206
+  extra+=(--set "train.steps=$STEPS" $EXTRA)
   local dir="$OUT/$variant-$seed"
   if [ -f "$dir/done" ]; then return 0; fi
   local start=$SECONDS
@@ -48,8 +68,8 @@ run() { # variant seed
   echo "$variant seed $seed: $(tail -n 3 "$dir.log" | grep 'after' || true) ($((SECONDS - start)) s)"
 }
 export -f run
-export BIN OUT CONFIG DATA
-for variant in $VARIANTS; do for seed in $SEEDS; do echo "$variant $seed"; done; done \
+export BIN OUT CONFIG DATA STEPS EXTRA
+for seed in $SEEDS; do for variant in $VARIANTS; do echo "$variant $seed"; done; done \
   | xargs -P "$JOBS" -L 1 bash -c 'run "$0" "$1"'
 
 dirs=()
@@ -58,24 +78,29 @@ for variant in $VARIANTS; do for seed in $SEEDS; do dirs+=("$OUT/$variant-$seed"
 python3 - "$OUT" $VARIANTS <<'PY'
 import json, statistics, sys, pathlib
 out = pathlib.Path(sys.argv[1])
-print("| variant | seeds | final EMA acc % (mean ± sd) | best EMA acc % (mean ± sd) | mask rate, last 100 steps | cluster-label acc %, last 100 steps | wall time / run |")
-print("|---|---|---|---|---|---|---|")
+print("| variant | seeds | final EMA acc % (mean ± sd) | best EMA acc % (mean ± sd) | per seed (final) | EMA acc % at step 200 | mask rate, last 100 steps | masked pseudo-label acc, last 100 steps | cluster-label acc %, last 100 steps | wall time / run |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for v in sys.argv[2:]:
     runs = sorted(out.glob(f"{v}-[0-9]*/metrics.jsonl"))
     if not runs:
         continue
-    final, best, mask, wall, clacc = [], [], [], [], []
+    final, best, mask, mpl, wall, clacc, at200 = [], [], [], [], [], [], []
     for m in runs:
         recs = [json.loads(l) for l in m.read_text().splitlines()]
         evals = [r for r in recs if r["kind"] == "eval"]
         trains = [r for r in recs if r["kind"] == "train"]
         final.append(100 * evals[-1]["test_acc_ema"]); best.append(100 * evals[-1]["best_test_acc_ema"])
+        at200 += [100 * r["test_acc_ema"] for r in evals if r["step"] + 1 == 200]  # the eval after 200 steps
         cl = [r["cluster_label_acc"] for r in trains[-10:] if r.get("cluster_label_acc") is not None]
         clacc.append(100 * statistics.mean(cl) if cl else float("nan"))
         mask.append(statistics.mean(r["mask_rate"] for r in trains[-10:]))
+        kept = [r["pseudo_label_acc"] for r in trains[-10:] if r["mask_rate"] > 0]
+        mpl.append(statistics.mean(kept) if kept else float("nan"))
         done = m.parent / "done"
         if done.exists():
             wall.append(int(done.read_text()))
     sd = lambda x: statistics.stdev(x) if len(x) > 1 else 0.0
-    print(f"| {v} | {len(runs)} | {statistics.mean(final):.2f} ± {sd(final):.2f} | {statistics.mean(best):.2f} ± {sd(best):.2f} | {statistics.mean(mask):.2f} | {statistics.mean(clacc):.1f} | {f'{statistics.mean(wall):.0f} s' if wall else 'n/a'} |")
+    per_seed = " / ".join(f"{f:.2f}" for f in final)
+    a200 = f"{statistics.mean(at200):.2f} ± {sd(at200):.2f}" if at200 else "n/a"
+    print(f"| {v} | {len(runs)} | {statistics.mean(final):.2f} ± {sd(final):.2f} | {statistics.mean(best):.2f} ± {sd(best):.2f} | {per_seed} | {a200} | {statistics.mean(mask):.2f} | {statistics.mean(mpl):.2f} | {statistics.mean(clacc):.1f} | {f'{statistics.mean(wall):.0f} s' if wall else 'n/a'} |")
 PY

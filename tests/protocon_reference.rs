@@ -69,11 +69,16 @@ fn config(c: &Value) -> ProtoConConfig {
         alpha: get("alpha") as f32,
         threshold: get("tau") as f32,
         refine_after_epochs: 1,
-        prior: PriorCorrection::Debias { margin: get("debias") as f32, momentum: get("pbar_momentum") as f32 },
+        prior: PriorCorrection::Debias {
+            margin: get("debias") as f32,
+            strong_margin: get("debias") as f32,
+            momentum: get("pbar_momentum") as f32,
+        },
         cluster_labels: ClusterLabels::Weighted,
         center_momentum: get("qbar_momentum") as f32,
         weights: LossWeights::default(),
         mask_from: MaskFrom::Refined,
+        target: protocon::protocon::Target::Soft,
         seed: 0,
     }
 }

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context as _};
 use protocon::data::{DatasetKind, DatasetSpec, Fit, Subset};
 use protocon::model::Arch;
-use protocon::protocon::{ClusterLabels, LossWeights, MaskFrom, PriorCorrection, ProtoConConfig};
+use protocon::protocon::{ClusterLabels, DualLr, LossWeights, MaskFrom, PriorCorrection, ProtoConConfig, Target};
 use protocon_stages::augment::AugmentConfig;
 use protocon_stages::compute::Algorithm;
 use serde::{Deserialize, Serialize};
@@ -35,10 +35,13 @@ pub struct RunConfig {
     pub protocon: ProtoconSection,
 }
 
-/// ProtoCon (protocon.md s.3-7); defaults are the paper's CIFAR-10 settings.
+/// ProtoCon (protocon.md s.3-7). The defaults are `preset = "default"`: the paper's CIFAR-10
+/// settings except where [`Preset`] says; every field set in the config wins over its preset.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtoconSection {
+    /// Where the fields not set come from: `"default"` or `"paper"` (see [`Preset`]).
+    pub preset: Preset,
     /// Projection dimension d (64 for CIFAR, 128 for large data sets).
     pub projection_dim: usize,
     /// Clusters per head K; 0: unlabeled images / `min_cluster_size`.
@@ -51,8 +54,10 @@ pub struct ProtoconSection {
     pub temperature: f32,
     /// Temperature of the consistency target (T / 5).
     pub target_temperature: f32,
-    /// Dual learning rate lambda of the constrained k-means.
-    pub dual_lr: f32,
+    /// Dual learning rate lambda of the constrained k-means: `"auto"` (20 x min(b / 448, K / 250)
+    /// for b unlabeled images per step and K clusters, which is the paper's 20 at its b and K;
+    /// see `protocon::protocon::dual_lr`) or a number >= 0. The run prints the value it uses.
+    pub dual_lr: DualLr,
     /// Lower bound gamma on cluster sizes, as a share of N / K.
     pub gamma: f32,
     /// Refinement mix alpha: p_hat = alpha * pw + (1 - alpha) * z.
@@ -63,6 +68,10 @@ pub struct ProtoconSection {
     pub prior: PriorKind,
     /// Debias margin (0.5): pw = softmax(p_w - margin * log pbar).
     pub debias_margin: f32,
+    /// Margin on the strong logits in Lu, p_s + margin * log pbar (DebiasPL's adaptive marginal
+    /// loss); unset: `debias_margin`, as in the script.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strong_margin: Option<f32>,
     /// EMA momentum of the debiasing prior pbar.
     pub prior_momentum: f32,
     /// Batches averaged by distribution alignment.
@@ -78,6 +87,9 @@ pub struct ProtoconSection {
     /// `refined` (max p_hat >= tau, the paper) or `classifier` (max pw >= tau, training
     /// towards p_hat: an option beyond the paper, see protocon.md s.8).
     pub mask_from: MaskFrom,
+    /// `soft` (train the strong view towards p_hat, the paper) or `hard` (towards argmax p_hat,
+    /// as FixMatch does; beyond the paper).
+    pub target: Target,
     /// 0: cluster synchronously, exactly in the order of protocon.md s.4. S >= 1: cluster in a
     /// separate stage that may lag the compute stage by up to S steps; refinement then uses each
     /// sample's cluster from its previous visit (see `protocon_stages::cluster`).
@@ -92,21 +104,54 @@ pub enum PriorKind {
     DistributionAlignment,
 }
 
+/// A named set of ProtoCon settings, the base that a config's `[protocon]` fields override.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// The paper's settings with the dual learning rate scaled to the run's batch and K
+    /// (`dual_lr = "auto"`), which is the paper's 20 at the paper's batch and K.
+    #[default]
+    Default,
+    /// The paper's exact settings (protocon.md s.7): `dual_lr = 20` whatever the batch and K.
+    Paper,
+}
+
+impl Preset {
+    /// The name a config writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Default => "default",
+            Preset::Paper => "paper",
+        }
+    }
+
+    /// The section this preset stands for.
+    pub fn section(self) -> ProtoconSection {
+        let default = ProtoconSection::default();
+        match self {
+            Preset::Default => default,
+            Preset::Paper => ProtoconSection { preset: Preset::Paper, dual_lr: DualLr::Fixed(20.0), ..default },
+        }
+    }
+}
+
 impl Default for ProtoconSection {
     fn default() -> Self {
         ProtoconSection {
+            preset: Preset::Default,
             projection_dim: 64,
             clusters: 0,
             min_cluster_size: 200,
             heads: 1,
             temperature: 0.1,
             target_temperature: 0.02,
-            dual_lr: 20.0,
+            dual_lr: DualLr::Auto,
             gamma: 0.9,
             alpha: 0.8,
             refine_after_epochs: 20,
             prior: PriorKind::Debias,
             debias_margin: 0.5,
+            strong_margin: None,
             prior_momentum: 0.999,
             alignment_window: 32,
             cluster_labels: ClusterLabels::Weighted,
@@ -115,6 +160,7 @@ impl Default for ProtoconSection {
             weight_pu: 1.0,
             weight_c: 1.0,
             mask_from: MaskFrom::Refined,
+            target: Target::Soft,
             staleness: 0,
         }
     }
@@ -130,6 +176,11 @@ impl ProtoconSection {
         }
     }
 
+    /// The dual learning rate a run of `config` over `unlabeled` images uses.
+    pub fn dual_lr_for(&self, config: &RunConfig, unlabeled: usize) -> f32 {
+        self.dual_lr.resolve(config.unlabeled_batch(), self.clusters_for(unlabeled))
+    }
+
     /// The core's settings for a run of `config` over `unlabeled` images and `classes` classes.
     pub fn settings(&self, config: &RunConfig, unlabeled: usize, classes: usize) -> ProtoConConfig {
         ProtoConConfig {
@@ -140,19 +191,24 @@ impl ProtoconSection {
             samples: unlabeled,
             temperature: self.temperature,
             target_temperature: self.target_temperature,
-            dual_lr: self.dual_lr,
+            dual_lr: self.dual_lr_for(config, unlabeled),
             gamma: self.gamma,
             alpha: self.alpha,
             threshold: config.train.threshold as f32,
             refine_after_epochs: self.refine_after_epochs,
             prior: match self.prior {
-                PriorKind::Debias => PriorCorrection::Debias { margin: self.debias_margin, momentum: self.prior_momentum },
+                PriorKind::Debias => PriorCorrection::Debias {
+                    margin: self.debias_margin,
+                    strong_margin: self.strong_margin.unwrap_or(self.debias_margin),
+                    momentum: self.prior_momentum,
+                },
                 PriorKind::DistributionAlignment => PriorCorrection::DistributionAlignment { window: self.alignment_window },
             },
             cluster_labels: self.cluster_labels,
             center_momentum: self.center_momentum,
             weights: LossWeights { x: 1.0, px: self.weight_px, u: config.train.lambda_u, pu: self.weight_pu, c: self.weight_c },
             mask_from: self.mask_from,
+            target: self.target,
             seed: config.seed,
         }
     }
@@ -379,10 +435,11 @@ impl RunConfig {
         for o in overrides {
             apply_override(&mut table, o).with_context(|| format!("--set {o}"))?;
         }
-        // Without overrides, parse the file itself so errors show its line and the key in
-        // context; with overrides the merged document has other line numbers, so give the
+        let preset = apply_preset(&mut table).with_context(|| format!("config {origin}"))?;
+        // Without overrides or a preset, parse the file itself so errors show its line and the
+        // key in context; otherwise the merged document has other line numbers, so give the
         // message alone.
-        let config: RunConfig = if overrides.is_empty() {
+        let config: RunConfig = if overrides.is_empty() && preset == Preset::Default {
             toml::from_str(text).map_err(|e| anyhow::anyhow!("config {origin}: {e}"))?
         } else {
             let merged = toml::to_string(&table)?;
@@ -418,8 +475,18 @@ impl RunConfig {
             if !(0.0..=1.0).contains(&p.alpha) || !(0.0..=1.0).contains(&p.gamma) {
                 bail!("protocon.alpha and protocon.gamma must be in 0..=1");
             }
-            if p.temperature <= 0.0 || p.target_temperature <= 0.0 {
+            if !(p.temperature > 0.0 && p.target_temperature > 0.0) {
                 bail!("protocon.temperature and protocon.target_temperature must be positive");
+            }
+            for (key, v) in [("debias_margin", Some(p.debias_margin)), ("strong_margin", p.strong_margin)] {
+                if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+                    bail!("protocon.{key} must be a finite number >= 0, got {v}");
+                }
+            }
+            for (key, v) in [("prior_momentum", p.prior_momentum), ("center_momentum", p.center_momentum)] {
+                if !(0.0..=1.0).contains(&v) {
+                    bail!("protocon.{key} must be in 0..=1, got {v}");
+                }
             }
             if self.train.unlabeled_ratio == 0 {
                 bail!("algorithm protocon needs unlabeled images: train.unlabeled_ratio must be at least 1");
@@ -467,6 +534,25 @@ impl RunConfig {
     pub fn to_toml(&self) -> anyhow::Result<String> {
         Ok(toml::to_string_pretty(self)?)
     }
+}
+
+/// Fill the `[protocon]` fields the config does not set from its `preset`; returns the preset.
+fn apply_preset(table: &mut toml::Table) -> anyhow::Result<Preset> {
+    let Some(section) = table.get_mut("protocon").and_then(|v| v.as_table_mut()) else {
+        return Ok(Preset::Default);
+    };
+    let preset = match section.get("preset") {
+        None => Preset::Default,
+        Some(v) => Preset::deserialize(v.clone())
+            .map_err(|_| anyhow::anyhow!("protocon.preset: expected \"default\" or \"paper\", got {v}"))?,
+    };
+    if preset != Preset::Default {
+        let base = toml::Table::try_from(preset.section())?;
+        for (key, value) in base {
+            section.entry(key).or_insert(value);
+        }
+    }
+    Ok(preset)
 }
 
 /// `a.b.c=value`: set `value` (TOML syntax, or a bare string) at the dotted path.
@@ -526,6 +612,69 @@ mod tests {
         // The default config pads Fashion-MNIST: a crop fraction there would do nothing.
         let err = format!("{:#}", set(&["data.crop_fraction=0.9"]).unwrap_err());
         assert!(err.contains("data.crop_fraction") && err.contains("\"pad\""), "{err}");
+    }
+
+    fn protocon(sets: &[&str]) -> anyhow::Result<RunConfig> {
+        let text = include_str!("../../configs/fashion-mnist-40-protocon.toml");
+        RunConfig::parse(text, "fm.toml", &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn dual_lr_is_auto_by_default_and_resolves_from_the_batch_and_k() {
+        // 8 x 7 = 56 unlabeled per step, K = 5,960 / 200 = 29: 20 x min(56/448, 29/250) = 2.32.
+        let c = protocon(&[]).unwrap();
+        assert_eq!(c.protocon.dual_lr, DualLr::Auto);
+        assert!((c.protocon.dual_lr_for(&c, 5960) - 2.32).abs() < 1e-5);
+        assert!((c.protocon.settings(&c, 5960, 10).dual_lr - 2.32).abs() < 1e-5);
+        // The paper's batch (64 x 7) and K (50,000 / 200): the paper's 20.
+        let c = protocon(&["train.labeled_batch=64"]).unwrap();
+        assert_eq!(c.protocon.dual_lr_for(&c, 50_000), 20.0);
+        // A number is used as it is.
+        let c = protocon(&["protocon.dual_lr=7.5"]).unwrap();
+        assert_eq!(c.protocon.settings(&c, 5960, 10).dual_lr, 7.5);
+        for bad in ["protocon.dual_lr=-1", "protocon.dual_lr=nan", "protocon.dual_lr=fast"] {
+            let e = format!("{:#}", protocon(&[bad]).unwrap_err());
+            assert!(e.contains("dual_lr") && e.contains("auto"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_paper_preset_fills_what_the_config_leaves_unset() {
+        let c = protocon(&["protocon.preset=paper"]).unwrap();
+        assert_eq!(c.protocon.preset, Preset::Paper);
+        assert_eq!(c.protocon.dual_lr, DualLr::Fixed(20.0));
+        assert_eq!(c.protocon.settings(&c, 5960, 10).dual_lr, 20.0);
+        // What the config sets wins over the preset: this config refines from epoch 2, not 20.
+        assert_eq!(c.protocon.refine_after_epochs, 2);
+        let c = protocon(&["protocon.preset=paper", "protocon.dual_lr=3"]).unwrap();
+        assert_eq!(c.protocon.dual_lr, DualLr::Fixed(3.0));
+        // The effective config written with a run reads back to the same settings.
+        let again = RunConfig::parse(&c.to_toml().unwrap(), "effective", &[]).unwrap();
+        assert_eq!(again.protocon.settings(&again, 5960, 10), c.protocon.settings(&c, 5960, 10));
+        let e = format!("{:#}", protocon(&["protocon.preset=fast"]).unwrap_err());
+        assert!(e.contains("protocon.preset") && e.contains("paper"), "{e}");
+        // Everything but the dual rate is the paper's in both presets.
+        let (d, p) = (Preset::Default.section(), Preset::Paper.section());
+        let table = |s: ProtoconSection| toml::Table::try_from(s).unwrap();
+        assert_eq!(table(ProtoconSection { preset: Preset::Paper, dual_lr: DualLr::Fixed(20.0), ..d }), table(p));
+    }
+
+    #[test]
+    fn out_of_range_protocon_numbers_are_refused_by_name() {
+        for (set, key) in [
+            ("protocon.debias_margin=-0.5", "debias_margin"),
+            ("protocon.strong_margin=nan", "strong_margin"),
+            ("protocon.prior_momentum=1.5", "prior_momentum"),
+            ("protocon.center_momentum=-1", "center_momentum"),
+            ("protocon.temperature=nan", "temperature"),
+        ] {
+            let e = format!("{:#}", protocon(&[set]).unwrap_err());
+            assert!(e.contains(key), "{set}: {e}");
+        }
+        let c = protocon(&["protocon.strong_margin=0", "protocon.target=hard"]).unwrap();
+        let s = c.protocon.settings(&c, 5960, 10);
+        assert_eq!(s.prior, PriorCorrection::Debias { margin: 0.5, strong_margin: 0.0, momentum: 0.999 });
+        assert_eq!(s.target, Target::Hard);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use protocon::data::jpeg::Region;
 use protocon::data::{self, DatasetKind, FetchOptions, ImageFiles, LoadOptions, Split, Subset};
 use protocon::model::{Network, NetworkOptions};
 use protocon::optim::SgdConfig;
+use protocon::protocon::DualLr;
 use protocon::schedule::CosineSchedule;
 use protocon::{Pipeline, PipelineBuilder, Profile, StageSpec};
 use protocon_stages::cluster::{ClusterJob, ClusterProgress, ClusterStage};
@@ -268,6 +269,23 @@ pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainS
         schedule.labeled.len(),
         schedule.unlabeled.len()
     );
+    if config.algorithm == Algorithm::Protocon {
+        let pc = &config.protocon;
+        let n = schedule.unlabeled.len();
+        eprintln!(
+            "protocon: preset {}, K = {} clusters x {} head(s), dual_lr = {:.4} ({}; b = {unlabeled_batch} unlabeled per step), refinement from epoch {}",
+            pc.preset.name(),
+            pc.clusters_for(n),
+            pc.heads,
+            pc.dual_lr_for(config, n),
+            match pc.dual_lr {
+                DualLr::Auto => "auto: 20 x min(b / 448, K / 250)",
+                DualLr::Fixed(_) if pc.preset == crate::config::Preset::Paper => "fixed: the paper's, or set in the config",
+                DualLr::Fixed(_) => "fixed: set in the config",
+            },
+            pc.refine_after_epochs
+        );
+    }
     let mut p = Pipeline::builder();
     if let Some(path) = &options.trace {
         p.trace(path);

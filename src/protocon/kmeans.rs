@@ -61,7 +61,7 @@ pub(crate) fn normalize(v: &mut [f32]) {
 }
 
 /// `q . c^T` for `b x d` rows against `k x d` rows (row-major), as `b x k`.
-pub(crate) fn similarities(q: &[f32], c: &[f32], dim: usize) -> Vec<f32> {
+pub fn similarities(q: &[f32], c: &[f32], dim: usize) -> Vec<f32> {
     let (b, k) = (q.len() / dim, c.len() / dim);
     assert_eq!((q.len() % dim, c.len() % dim), (0, 0), "rows of {dim} values");
     let mut out = vec![0f32; b * k];

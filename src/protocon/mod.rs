@@ -9,11 +9,13 @@
 //! tensors, so gradients flow exactly where s.4 says they do.
 
 pub mod bank;
+pub mod dual_lr;
 pub mod kmeans;
 pub mod prior;
 pub mod prototypes;
 
 pub use bank::{ClusterLabels, ClusterSizes, MemoryBank};
+pub use dual_lr::{auto_dual_lr, DualLr};
 pub use kmeans::{Assignment, ConstrainedKMeans, KMeansConfig};
 pub use prior::{ClassPrior, PriorCorrection};
 pub use prototypes::Prototypes;
@@ -63,6 +65,18 @@ pub enum MaskFrom {
     Classifier,
 }
 
+/// What `Lu` and `Lp_u` train the strong view towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The refined distribution `p_hat` itself (protocon.md s.4.7, the paper and its script).
+    #[default]
+    Soft,
+    /// Its one-hot `argmax p_hat`, as FixMatch's hard pseudo-labels (beyond the paper; the
+    /// early-phase ablation in docs/results.md compares the two).
+    Hard,
+}
+
 /// Weights of the five loss terms (all 1 in the paper).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +122,7 @@ pub struct ProtoConConfig {
     pub center_momentum: f32,
     pub weights: LossWeights,
     pub mask_from: MaskFrom,
+    pub target: Target,
     pub seed: u64,
 }
 
@@ -134,6 +149,7 @@ impl ProtoConConfig {
             center_momentum: 0.9,
             weights: LossWeights::default(),
             mask_from: MaskFrom::Refined,
+            target: Target::Soft,
             seed: 0,
         }
     }
@@ -198,6 +214,14 @@ fn argmax_rows(x: &[f32], c: usize) -> Vec<u32> {
             best as u32
         })
         .collect()
+}
+
+fn one_hot(labels: &[u32], c: usize) -> Vec<f32> {
+    let mut out = vec![0f32; labels.len() * c];
+    for (row, &l) in out.chunks_mut(c).zip(labels) {
+        row[l as usize] = 1.0;
+    }
+    out
 }
 
 fn rows(t: &Tensor) -> candle_core::Result<Vec<f32>> {
@@ -374,9 +398,13 @@ impl ProtoCon {
             Some(m) => x.logits_s.broadcast_add(&Tensor::from_slice(m, c, &dev)?.to_dtype(dtype)?)?,
             None => x.logits_s.clone(),
         };
-        let loss_u = soft_cross_entropy(&strong, &p_hat, &mask_f)?;
+        let target_u = match self.cfg.target {
+            Target::Soft => p_hat.clone(),
+            Target::Hard => one_hot(&argmax_rows(&p_hat, c), c),
+        };
+        let loss_u = soft_cross_entropy(&strong, &target_u, &mask_f)?;
         // 8. Prototypical unlabeled loss.
-        let loss_pu = soft_cross_entropy(&(x.q_s.matmul(&protos.t()?)? / t)?, &p_hat, &mask_f)?;
+        let loss_pu = soft_cross_entropy(&(x.q_s.matmul(&protos.t()?)? / t)?, &target_u, &mask_f)?;
         // 9. Consistency of the non-confident samples' projections, towards a centered, sharper
         // target.
         let q_w = rows(x.q_w)?;
@@ -455,5 +483,55 @@ impl ProtoCon {
         self.center = tensor_vec::<f32>(tensors, &format!("{prefix}center"), self.cfg.dim)?;
         self.epochs_ended = tensor_vec::<i64>(tensors, &format!("{prefix}epochs_ended"), 1)?[0] as u64;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lu with `target = "hard"` is the cross-entropy of the strong logits against `argmax pw`,
+    /// worked by hand: the prior starts uniform, so the debias margins shift every logit of a
+    /// row alike and change nothing; threshold 0 keeps both samples.
+    #[test]
+    fn a_hard_target_is_the_cross_entropy_against_the_argmax() {
+        let dev = Device::Cpu;
+        let t = |v: &[f32], r: usize, c: usize| Tensor::from_slice(v, (r, c), &dev).unwrap();
+        let (weak, strong) = ([2.0f32, 0.5, 0.0, -1.0, 0.0, 3.0], [0.3f32, 2.0, -0.2, 1.0, 0.0, -1.0]);
+        let s = std::f32::consts::FRAC_1_SQRT_2;
+        let q = t(&[1.0, 0.0, 0.0, 1.0], 2, 2);
+        let inputs = StepInputs {
+            logits_x: &t(&[0.0, 1.0, 0.0], 1, 3),
+            logits_w: &t(&weak, 2, 3),
+            logits_s: &t(&strong, 2, 3),
+            q_x: &t(&[s, s], 1, 2),
+            q_w: &q,
+            q_s: &q,
+            labels: &Tensor::new(&[1u32], &dev).unwrap(),
+            slots: &[0, 1],
+            epoch: 0,
+        };
+        let loss_u = |target| {
+            let cfg = ProtoConConfig { threshold: 0.0, target, ..ProtoConConfig::paper(3, 2, 2, 1, 4) };
+            ProtoCon::new(cfg).unwrap().step(&inputs, &[vec![0, 1]]).unwrap().terms.u
+        };
+        // argmax of the weak rows: class 0, class 2.
+        let log_softmax = |row: &[f32], j: usize| {
+            let z: f64 = row.iter().map(|&v| (v as f64).exp()).sum();
+            row[j] as f64 - z.ln()
+        };
+        let hard = -(log_softmax(&strong[..3], 0) + log_softmax(&strong[3..], 2)) / 2.0;
+        assert!((loss_u(Target::Hard) - hard).abs() < 1e-6, "{} vs {hard}", loss_u(Target::Hard));
+        // The soft target weighs every class by pw instead.
+        let pw = |row: &[f32]| {
+            let z: f64 = row.iter().map(|&v| (v as f64).exp()).sum();
+            row.iter().map(|&v| (v as f64).exp() / z).collect::<Vec<_>>()
+        };
+        let soft = -(0..2)
+            .map(|i| pw(&weak[3 * i..3 * i + 3]).iter().enumerate().map(|(j, p)| p * log_softmax(&strong[3 * i..3 * i + 3], j)).sum::<f64>())
+            .sum::<f64>()
+            / 2.0;
+        assert!((loss_u(Target::Soft) - soft).abs() < 1e-6, "{} vs {soft}", loss_u(Target::Soft));
+        assert!((hard - soft).abs() > 0.05, "the example tells the two apart");
     }
 }

@@ -1,8 +1,9 @@
 //! The class-prior estimate behind the classifier's pseudo-labels (protocon.md s.4.4, s.4.7).
 //!
 //! Debiasing (the script's default): `pw = softmax(p_w - m log pbar)`, and the strong logits
-//! get the opposite margin `+ m log pbar` in `Lu`; `pbar` follows an EMA of the batch-mean
-//! predictions *after* the step. Distribution alignment (the paper's wording):
+//! get the opposite margin `+ m' log pbar` in `Lu` (DebiasPL's adaptive marginal loss; `m' = m`
+//! in the script, a separate number here so each half can be switched off on its own); `pbar`
+//! follows an EMA of the batch-mean predictions *after* the step. Distribution alignment (the paper's wording):
 //! `pw ∝ softmax(p_w) / pbar` with `pbar` the mean of the last `window` batch means, this
 //! batch's included; no margin on the strong logits.
 
@@ -15,13 +16,14 @@ use std::collections::{HashMap, VecDeque};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PriorCorrection {
-    Debias { margin: f32, momentum: f32 },
+    /// `margin` on the pseudo-label target, `strong_margin` on the strong logits in `Lu`.
+    Debias { margin: f32, strong_margin: f32, momentum: f32 },
     DistributionAlignment { window: usize },
 }
 
 impl Default for PriorCorrection {
     fn default() -> Self {
-        PriorCorrection::Debias { margin: 0.5, momentum: 0.999 }
+        PriorCorrection::Debias { margin: 0.5, strong_margin: 0.5, momentum: 0.999 }
     }
 }
 
@@ -68,11 +70,11 @@ impl ClassPrior {
     pub fn pseudo_labels(&mut self, weak_logits: &[f32]) -> (Vec<f32>, Option<Vec<f32>>) {
         let c = self.classes;
         match self.correction {
-            PriorCorrection::Debias { margin, .. } => {
+            PriorCorrection::Debias { margin, strong_margin, .. } => {
                 let log_prior: Vec<f32> = self.pbar.iter().map(|p| p.ln()).collect();
                 let shifted: Vec<f32> = weak_logits.iter().enumerate().map(|(i, &x)| x - margin * log_prior[i % c]).collect();
-                let strong_margin = log_prior.iter().map(|l| margin * l).collect();
-                (softmax_rows(&shifted, c), Some(strong_margin))
+                let strong_shift = log_prior.iter().map(|l| strong_margin * l).collect();
+                (softmax_rows(&shifted, c), Some(strong_shift))
             }
             PriorCorrection::DistributionAlignment { window } => {
                 let probs = softmax_rows(weak_logits, c);
@@ -150,6 +152,26 @@ mod tests {
         // pbar = 0.999 * 0.5 + 0.001 * (0.25, 0.75).
         let p = prior.estimate();
         assert!((p[0] - (0.4995 + 0.00025)).abs() < 1e-7 && (p[1] - (0.4995 + 0.00075)).abs() < 1e-7);
+    }
+
+    #[test]
+    fn the_target_and_strong_margins_are_separate() {
+        let correction = PriorCorrection::Debias { margin: 0.0, strong_margin: 1.0, momentum: 0.5 };
+        let mut prior = ClassPrior::new(correction, 2);
+        // pbar after one update with p = (1/4, 3/4): 0.5 * 0.5 + 0.5 * p = (3/8, 5/8).
+        prior.update(&[0.0, 3f32.ln()]);
+        // Margin 0 on the target: pw is the plain softmax; margin 1 on the strong logits: log pbar.
+        let (pw, strong) = prior.pseudo_labels(&[0.0, 0.0]);
+        assert!((pw[0] - 0.5).abs() < 1e-7 && (pw[1] - 0.5).abs() < 1e-7, "{pw:?}");
+        let strong = strong.unwrap();
+        assert!((strong[0] - 0.375f32.ln()).abs() < 1e-6 && (strong[1] - 0.625f32.ln()).abs() < 1e-6, "{strong:?}");
+        // The other way round: the target is debiased, pw ∝ (1, 1) / sqrt(pbar), the strong logits are not shifted.
+        let mut prior = ClassPrior::new(PriorCorrection::Debias { margin: 0.5, strong_margin: 0.0, momentum: 0.5 }, 2);
+        prior.update(&[0.0, 3f32.ln()]);
+        let (pw, strong) = prior.pseudo_labels(&[0.0, 0.0]);
+        let (a, b) = (1.0 / 0.375f32.sqrt(), 1.0 / 0.625f32.sqrt());
+        assert!((pw[0] - a / (a + b)).abs() < 1e-6, "{pw:?}");
+        assert!(strong.unwrap().iter().all(|&m| m == 0.0));
     }
 
     #[test]

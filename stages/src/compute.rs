@@ -15,7 +15,7 @@ use protocon::checkpoint::Checkpoint;
 use protocon::data::{DataError, Dataset, FileDecoder, ImageFiles, Labelled, LoadOptions};
 use protocon::ema::Ema;
 use protocon::loss;
-use protocon::model::{Mode, Network};
+use protocon::model::{Mode, Network, Output};
 use protocon::optim::{Sgd, SgdConfig};
 use protocon::protocon::{ProtoCon, ProtoConConfig, StepInputs};
 use protocon::schedule::CosineSchedule;
@@ -152,11 +152,31 @@ impl TestSet {
 
     /// Evaluate `net` in inference mode, in chunks of `chunk` images.
     pub fn evaluate(&self, net: &Network, chunk: usize) -> candle_core::Result<Evaluation> {
-        let (n, classes) = (self.num_samples(), self.num_classes());
-        let (h, w, c) = self.shape();
-        let image_len = c * h * w;
+        let classes = self.num_classes();
         let mut confusion = vec![vec![0u64; classes]; classes];
         let mut correct = 0u64;
+        self.forward_chunks(net, chunk, |range, out| {
+            let pred: Vec<u32> = out.logits.argmax(D::Minus1)?.to_vec1()?;
+            for (p, &y) in pred.iter().zip(&self.labels()[range]) {
+                confusion[y as usize][*p as usize] += 1;
+                correct += (*p == y as u32) as u64;
+            }
+            Ok(())
+        })?;
+        Ok(Evaluation { accuracy: correct as f64 / self.num_samples().max(1) as f64, confusion })
+    }
+
+    /// Run `net` in inference mode over every image, `chunk` at a time, handing each chunk's
+    /// sample range and outputs (logits, and projections when the network has a head) to `f`.
+    pub fn forward_chunks(
+        &self,
+        net: &Network,
+        chunk: usize,
+        mut f: impl FnMut(Range<usize>, &Output) -> candle_core::Result<()>,
+    ) -> candle_core::Result<()> {
+        let n = self.num_samples();
+        let (h, w, c) = self.shape();
+        let image_len = c * h * w;
         let mut values = vec![0f32; chunk.min(n) * image_len];
         let mut pixels = Vec::new();
         let mut img = Image::default();
@@ -176,14 +196,10 @@ impl TestSet {
                 img.normalize_chw_into(&self.norm.mean, &self.norm.std, &mut values[k * image_len..(k + 1) * image_len]);
             }
             let x = Tensor::from_slice(&values[..len * image_len], (len, c, h, w), &Device::Cpu)?;
-            let pred: Vec<u32> = net.forward(&x, Mode::Eval)?.logits.argmax(D::Minus1)?.to_vec1()?;
-            for (p, &y) in pred.iter().zip(&self.labels()[start..start + len]) {
-                confusion[y as usize][*p as usize] += 1;
-                correct += (*p == y as u32) as u64;
-            }
+            f(start..start + len, &net.forward(&x, Mode::Eval)?)?;
             start += len;
         }
-        Ok(Evaluation { accuracy: correct as f64 / n.max(1) as f64, confusion })
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod augment;
 mod bank;
+mod dual_lr;
 mod pipeline;
 mod step;
 mod training_pipeline;
@@ -24,6 +25,9 @@ pub enum BenchCommand {
     /// ProtoCon's memory bank and clustering: bytes held and clustering time per step, against an
     /// embedding bank.
     Bank(bank::Args),
+    /// ProtoCon's constrained k-means on a checkpoint's projections over a grid of batch sizes
+    /// and cluster counts: the paper's dual learning rate against `dual_lr = "auto"`.
+    DualLr(dual_lr::Args),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -32,6 +36,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Augment(args) => augment::run(args),
         BenchCommand::Step(args) => step::run(args),
         BenchCommand::Bank(args) => bank::run(args),
+        BenchCommand::DualLr(args) => dual_lr::run(args),
     }
 }
 

@@ -7,9 +7,10 @@ use candle_core::Device;
 use protocon::checkpoint::Checkpoint;
 use protocon::data::Labelled;
 use protocon::model::{Network, NetworkOptions};
+use protocon_stages::compute::Algorithm;
 use protocon_stages::views::Normalization;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -27,35 +28,61 @@ pub struct Args {
     json: bool,
 }
 
+/// A checkpoint's model with the run config and normalisation it was trained with.
+pub struct TrainedModel {
+    pub path: PathBuf,
+    pub config: RunConfig,
+    pub norm: Normalization,
+    pub classes: usize,
+    pub net: Network,
+    pub step: serde_json::Value,
+}
+
+impl TrainedModel {
+    /// Load `checkpoint` (a file, or a run directory holding checkpoint.safetensors): its EMA
+    /// model, or the raw one with `raw`; with `projection`, the projection head too (ProtoCon
+    /// checkpoints).
+    pub fn load(checkpoint: &Path, raw: bool, projection: bool) -> anyhow::Result<TrainedModel> {
+        let path = if checkpoint.is_dir() { checkpoint.join("checkpoint.safetensors") } else { checkpoint.to_path_buf() };
+        let ck = Checkpoint::load(&path, &Device::Cpu)?;
+        let config: RunConfig = serde_json::from_value(ck.meta["config"].clone())
+            .with_context(|| format!("checkpoint {}: no run config in its metadata", path.display()))?;
+        let norm: Normalization = Normalization {
+            mean: serde_json::from_value(ck.meta["normalization"]["mean"].clone()).context("checkpoint normalization")?,
+            std: serde_json::from_value(ck.meta["normalization"]["std"].clone()).context("checkpoint normalization")?,
+        };
+        let classes = ck.meta["classes"].as_u64().context("checkpoint has no class count")? as usize;
+        let head = match (projection, config.algorithm) {
+            (false, _) => None,
+            (true, Algorithm::Protocon) => Some(config.protocon.projection_dim),
+            (true, other) => anyhow::bail!("checkpoint {}: a {other:?} run has no projection head", path.display()),
+        };
+        let options = NetworkOptions { bn_momentum: config.model.bn_momentum, ..Default::default() };
+        let net = Network::build(config.model.arch, classes, head, 0, &Device::Cpu, &options)?;
+        let prefix = if raw { "model." } else { "ema." };
+        let tensors: HashMap<_, _> = ck.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect();
+        net.params().load(&tensors).with_context(|| format!("checkpoint {}", path.display()))?;
+        Ok(TrainedModel { path, config, norm, classes, net, step: ck.meta["step"].clone() })
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let path = if args.checkpoint.is_dir() { args.checkpoint.join("checkpoint.safetensors") } else { args.checkpoint.clone() };
-    let ck = Checkpoint::load(&path, &Device::Cpu)?;
-    let mut config: RunConfig = serde_json::from_value(ck.meta["config"].clone())
-        .with_context(|| format!("checkpoint {}: no run config in its metadata", path.display()))?;
+    let TrainedModel { path, mut config, norm, classes, net, step } = TrainedModel::load(&args.checkpoint, args.raw, false)?;
     if let Some(d) = &args.data {
         config.data.dataset = d.clone();
     }
     config.data.test_limit = None;
-    let norm: Normalization = Normalization {
-        mean: serde_json::from_value(ck.meta["normalization"]["mean"].clone()).context("checkpoint normalization")?,
-        std: serde_json::from_value(ck.meta["normalization"]["std"].clone()).context("checkpoint normalization")?,
-    };
     let test = test_set(&config, norm)?;
-    let classes = ck.meta["classes"].as_u64().context("checkpoint has no class count")? as usize;
     if test.num_classes() != classes {
         anyhow::bail!("{}: {} classes, the checkpoint was trained on {classes}", config.data.dataset, test.num_classes());
     }
-    let net = Network::build(config.model.arch, classes, None, 0, &Device::Cpu, &NetworkOptions { bn_momentum: config.model.bn_momentum, ..Default::default() })?;
-    let prefix = if args.raw { "model." } else { "ema." };
-    let tensors: HashMap<_, _> = ck.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect();
-    net.params().load(&tensors).with_context(|| format!("checkpoint {}", path.display()))?;
     let eval = test.evaluate(&net, 500)?;
     if args.json {
         println!("{}", serde_json::json!({"checkpoint": path, "model": if args.raw {"raw"} else {"ema"},
-            "step": ck.meta["step"], "images": test.num_samples(), "accuracy": eval.accuracy, "confusion": eval.confusion}));
+            "step": step, "images": test.num_samples(), "accuracy": eval.accuracy, "confusion": eval.confusion}));
         return Ok(());
     }
-    println!("{} ({} model, step {}) on {} test images of {}", path.display(), if args.raw { "raw" } else { "EMA" }, ck.meta["step"], test.num_samples(), config.data.dataset);
+    println!("{} ({} model, step {}) on {} test images of {}", path.display(), if args.raw { "raw" } else { "EMA" }, step, test.num_samples(), config.data.dataset);
     println!("accuracy: {:.2}%", 100.0 * eval.accuracy);
     println!("confusion matrix (rows: true class, columns: predicted):");
     let names: Vec<String> = test.classes().iter().map(|s| s.chars().take(10).collect()).collect();
