@@ -11,6 +11,9 @@
 #   protocon-hard-target          target = "hard" (argmax p_hat, as FixMatch)
 #   protocon-prior-0.99           prior_momentum = 0.99 (the debias prior adapts 10x faster)
 #   protocon-fixmatch-targets     all three of the first: FixMatch's pseudo-labels and loss
+#   protocon-fixmatch-targets-no-lc / -no-lp / -no-proj
+#                                 that, and Lc off / Lp_x and Lp_u off / all three projection
+#                                 losses off (-no-proj must train exactly as FixMatch does)
 # Earlier diagnostics (docs/results.md, first study): protocon-dual-lr-2.5, protocon-mask-pw,
 # protocon-dual-lr-2.5-mask-pw, protocon-both-no-lc, protocon-both-no-lp (all on the paper preset).
 # Writes runs under $OUT, an overlay figure and a summary table (docs/results.md is written from it
@@ -48,7 +51,15 @@ run() { # variant seed
     protocon-no-strong-margin) extra=(--set algorithm=protocon --set protocon.strong_margin=0) ;;
     protocon-hard-target) extra=(--set algorithm=protocon --set protocon.target=hard) ;;
     protocon-prior-0.99) extra=(--set algorithm=protocon --set protocon.prior_momentum=0.99) ;;
-    protocon-fixmatch-targets) extra=(--set algorithm=protocon --set protocon.debias_margin=0 --set protocon.strong_margin=0 --set protocon.target=hard) ;;
+    protocon-fixmatch-targets*)
+      extra=(--set algorithm=protocon --set protocon.debias_margin=0 --set protocon.strong_margin=0 --set protocon.target=hard)
+      case $variant in
+        protocon-fixmatch-targets) ;;
+        *-no-lc) extra+=(--set protocon.weight_c=0) ;;
+        *-no-lp) extra+=(--set protocon.weight_px=0 --set protocon.weight_pu=0) ;;
+        *-no-proj) extra+=(--set protocon.weight_c=0 --set protocon.weight_px=0 --set protocon.weight_pu=0) ;;
+        *) echo "unknown variant $variant" >&2; return 1 ;;
+      esac ;;
     protocon-mask-pw) extra=("${paper[@]}" --set protocon.mask_from=classifier) ;;
     protocon-dual-lr-2.5) extra=("${paper[@]}" --set protocon.dual_lr=2.5) ;;
     protocon-dual-lr-2.5-mask-pw) extra=("${both[@]}") ;;
@@ -73,7 +84,7 @@ for seed in $SEEDS; do for variant in $VARIANTS; do echo "$variant $seed"; done;
   | xargs -P "$JOBS" -L 1 bash -c 'run "$0" "$1"'
 
 dirs=()
-for variant in $VARIANTS; do for seed in $SEEDS; do dirs+=("$OUT/$variant-$seed"); done; done
+for variant in $VARIANTS; do for seed in $SEEDS; do if [ -f "$OUT/$variant-$seed/metrics.jsonl" ]; then dirs+=("$OUT/$variant-$seed"); fi; done; done
 "$BIN" plot --out "$OUT/study.png" "${dirs[@]}"
 python3 - "$OUT" $VARIANTS <<'PY'
 import json, statistics, sys, pathlib
