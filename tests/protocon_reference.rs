@@ -69,6 +69,7 @@ fn config(c: &Value) -> ProtoConConfig {
         alpha: get("alpha") as f32,
         threshold: get("tau") as f32,
         refine_after_epochs: 1,
+        refine_min_agreement: 0.0,
         prior: PriorCorrection::Debias {
             margin: get("debias") as f32,
             strong_margin: get("debias") as f32,

@@ -64,6 +64,10 @@ pub struct ProtoconSection {
     pub alpha: f32,
     /// Refinement starts at this (0-based) epoch.
     pub refine_after_epochs: u64,
+    /// ... and only during epochs after one in which the labeled images' cluster pseudo-labels
+    /// agreed with their labels at least this often (in [0, 1]; 0: the epoch alone, as in the
+    /// paper). Beyond the paper; see `protocon::protocon::refine_gate`.
+    pub refine_min_agreement: f32,
     /// `debias` (the script's default) or `distribution_alignment` (the paper's wording).
     pub prior: PriorKind,
     /// Debias margin (0.5): pw = softmax(p_w - margin * log pbar).
@@ -130,7 +134,12 @@ impl Preset {
         let default = ProtoconSection::default();
         match self {
             Preset::Default => default,
-            Preset::Paper => ProtoconSection { preset: Preset::Paper, dual_lr: DualLr::Fixed(20.0), ..default },
+            Preset::Paper => ProtoconSection {
+                preset: Preset::Paper,
+                dual_lr: DualLr::Fixed(20.0),
+                refine_min_agreement: 0.0,
+                ..default
+            },
         }
     }
 }
@@ -149,6 +158,7 @@ impl Default for ProtoconSection {
             gamma: 0.9,
             alpha: 0.8,
             refine_after_epochs: 20,
+            refine_min_agreement: 0.5,
             prior: PriorKind::Debias,
             debias_margin: 0.5,
             strong_margin: None,
@@ -196,6 +206,7 @@ impl ProtoconSection {
             alpha: self.alpha,
             threshold: config.train.threshold as f32,
             refine_after_epochs: self.refine_after_epochs,
+            refine_min_agreement: self.refine_min_agreement,
             prior: match self.prior {
                 PriorKind::Debias => PriorCorrection::Debias {
                     margin: self.debias_margin,
@@ -483,7 +494,11 @@ impl RunConfig {
                     bail!("protocon.{key} must be a finite number >= 0, got {v}");
                 }
             }
-            for (key, v) in [("prior_momentum", p.prior_momentum), ("center_momentum", p.center_momentum)] {
+            for (key, v) in [
+                ("prior_momentum", p.prior_momentum),
+                ("center_momentum", p.center_momentum),
+                ("refine_min_agreement", p.refine_min_agreement),
+            ] {
                 if !(0.0..=1.0).contains(&v) {
                     bail!("protocon.{key} must be in 0..=1, got {v}");
                 }
@@ -653,10 +668,12 @@ mod tests {
         assert_eq!(again.protocon.settings(&again, 5960, 10), c.protocon.settings(&c, 5960, 10));
         let e = format!("{:#}", protocon(&["protocon.preset=fast"]).unwrap_err());
         assert!(e.contains("protocon.preset") && e.contains("paper"), "{e}");
-        // Everything but the dual rate is the paper's in both presets.
+        // The presets differ in the dual rate and the refinement gate only.
         let (d, p) = (Preset::Default.section(), Preset::Paper.section());
+        assert_eq!((d.refine_min_agreement, p.refine_min_agreement), (0.5, 0.0));
         let table = |s: ProtoconSection| toml::Table::try_from(s).unwrap();
-        assert_eq!(table(ProtoconSection { preset: Preset::Paper, dual_lr: DualLr::Fixed(20.0), ..d }), table(p));
+        let paper = ProtoconSection { preset: Preset::Paper, dual_lr: DualLr::Fixed(20.0), refine_min_agreement: 0.0, ..d };
+        assert_eq!(table(paper), table(p));
     }
 
     #[test]
@@ -666,6 +683,7 @@ mod tests {
             ("protocon.strong_margin=nan", "strong_margin"),
             ("protocon.prior_momentum=1.5", "prior_momentum"),
             ("protocon.center_momentum=-1", "center_momentum"),
+            ("protocon.refine_min_agreement=1.1", "refine_min_agreement"),
             ("protocon.temperature=nan", "temperature"),
         ] {
             let e = format!("{:#}", protocon(&[set]).unwrap_err());

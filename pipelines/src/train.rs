@@ -273,7 +273,7 @@ pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainS
         let pc = &config.protocon;
         let n = schedule.unlabeled.len();
         eprintln!(
-            "protocon: preset {}, K = {} clusters x {} head(s), dual_lr = {:.4} ({}; b = {unlabeled_batch} unlabeled per step), refinement from epoch {}",
+            "protocon: preset {}, K = {} clusters x {} head(s), dual_lr = {:.4} ({}; b = {unlabeled_batch} unlabeled per step), refinement from epoch {}{}",
             pc.preset.name(),
             pc.clusters_for(n),
             pc.heads,
@@ -283,7 +283,12 @@ pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainS
                 DualLr::Fixed(_) if pc.preset == crate::config::Preset::Paper => "fixed: the paper's, or set in the config",
                 DualLr::Fixed(_) => "fixed: set in the config",
             },
-            pc.refine_after_epochs
+            pc.refine_after_epochs,
+            if pc.refine_min_agreement > 0.0 {
+                format!(" once an epoch's labeled images agree with their clusters' labels >= {:.0}%", 100.0 * pc.refine_min_agreement)
+            } else {
+                String::new()
+            }
         );
     }
     let mut p = Pipeline::builder();

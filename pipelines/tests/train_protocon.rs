@@ -6,11 +6,13 @@
 mod common;
 use common::*;
 
-/// 400 training images: 40 labeled, 360 unlabeled, 16 per step: 22 steps per epoch.
-const PROTOCON: [&str; 12] = [
+/// 400 training images: 40 labeled, 360 unlabeled, 16 per step: 22 steps per epoch. Refinement
+/// by the epoch alone (no labeled-agreement gate), from epoch 1.
+const PROTOCON: [&str; 14] = [
     "--set", "algorithm=protocon",
     "--set", "data.train_limit=400",
     "--set", "protocon.refine_after_epochs=1",
+    "--set", "protocon.refine_min_agreement=0",
     "--set", "protocon.min_cluster_size=40",
     "--set", "train.checkpoint_every=6",
     "--set", "train.steps=30",
@@ -46,6 +48,24 @@ fn protocon_trains_and_resumes_mid_epoch_exactly() {
     assert_eq!(comparable(&a), comparable(&b), "metrics after a mid-epoch resume differ");
     std::fs::remove_dir_all(&straight).ok();
     std::fs::remove_dir_all(&resumed).ok();
+}
+
+/// With the labeled-agreement gate (the default preset's 0.5), refinement waits for an epoch in
+/// which the labeled images' cluster labels were measured: the first epoch end (step 21) only
+/// creates the cluster labels, so within 30 steps nothing is refined, and the epoch record says
+/// that no agreement was measured yet.
+#[test]
+fn the_agreement_gate_keeps_refinement_off_until_an_epoch_was_measured() {
+    let out = temp("protocon-gated");
+    // The later `--set` wins.
+    ok(&train(&out, &[&PROTOCON[..], &["--set", "protocon.refine_min_agreement=0.5"]].concat()));
+    let r = records(&out);
+    std::fs::remove_dir_all(&out).ok();
+    let epoch = r.iter().find(|r| r["kind"] == "epoch").expect("an epoch end");
+    assert!(epoch.get("labeled_agreement").is_none(), "{epoch}");
+    let trains: Vec<_> = r.iter().filter(|r| r["kind"] == "train").collect();
+    assert!(trains.iter().any(|t| t.get("cluster_label_acc").is_some()), "cluster labels exist after step 21");
+    assert!(trains.iter().all(|t| t["refined"] == false), "no refinement before a measured epoch");
 }
 
 /// Asynchronous clustering: the same run whatever the staleness bound; identical to the

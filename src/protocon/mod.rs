@@ -13,12 +13,14 @@ pub mod dual_lr;
 pub mod kmeans;
 pub mod prior;
 pub mod prototypes;
+pub mod refine_gate;
 
 pub use bank::{ClusterLabels, ClusterSizes, MemoryBank};
 pub use dual_lr::{auto_dual_lr, DualLr};
 pub use kmeans::{Assignment, ConstrainedKMeans, KMeansConfig};
 pub use prior::{ClassPrior, PriorCorrection};
 pub use prototypes::Prototypes;
+pub use refine_gate::RefineGate;
 
 use candle_core::{DType, Device, Tensor, WithDType};
 use serde::{Deserialize, Serialize};
@@ -116,6 +118,10 @@ pub struct ProtoConConfig {
     pub threshold: f32,
     /// Refinement starts at this 0-based epoch (20: after 20 warm-up epochs have passed).
     pub refine_after_epochs: u64,
+    /// Refinement also waits until the labeled images' cluster pseudo-labels agree with their
+    /// labels at least this often over an epoch (0: the epoch alone, the paper; see
+    /// [`RefineGate`]).
+    pub refine_min_agreement: f32,
     pub prior: PriorCorrection,
     pub cluster_labels: ClusterLabels,
     /// Momentum of the projection center `qbar` (0.9).
@@ -144,6 +150,7 @@ impl ProtoConConfig {
             alpha: 0.8,
             threshold: 0.95,
             refine_after_epochs: 20,
+            refine_min_agreement: 0.0,
             prior: PriorCorrection::default(),
             cluster_labels: ClusterLabels::Weighted,
             center_momentum: 0.9,
@@ -202,7 +209,8 @@ pub struct StepOutput {
     pub prototype_labels: Option<Vec<u32>>,
 }
 
-fn argmax_rows(x: &[f32], c: usize) -> Vec<u32> {
+/// Per row of `c` values, the index of the largest (the first on ties, as `torch.argmax`).
+pub fn argmax_rows(x: &[f32], c: usize) -> Vec<u32> {
     x.chunks(c)
         .map(|row| {
             let mut best = 0;
@@ -289,6 +297,7 @@ pub struct ProtoCon {
     center: Vec<f32>,
     /// Epoch ends processed so far (cluster pseudo-labels exist once this is > 0).
     epochs_ended: u64,
+    gate: RefineGate,
 }
 
 impl ProtoCon {
@@ -312,6 +321,7 @@ impl ProtoCon {
             prior: ClassPrior::new(cfg.prior, cfg.classes),
             center: vec![0.0; cfg.dim],
             epochs_ended: 0,
+            gate: RefineGate::new(cfg.refine_min_agreement)?,
             cfg,
         })
     }
@@ -376,7 +386,7 @@ impl ProtoCon {
                 bank.refined_target(&sample_clusters, zi);
             }
         }
-        let refined = x.epoch >= self.cfg.refine_after_epochs && z.iter().any(|&v| v != 0.0);
+        let refined = x.epoch >= self.cfg.refine_after_epochs && self.gate.open() && z.iter().any(|&v| v != 0.0);
         let alpha = self.cfg.alpha;
         let p_hat: Vec<f32> = if refined {
             pw.iter().zip(&z).map(|(p, z)| alpha * p + (1.0 - alpha) * z).collect()
@@ -433,20 +443,46 @@ impl ProtoCon {
         let pseudo_labels = argmax_rows(&p_hat, c);
         self.bank().record_labels(x.slots, &pseudo_labels, &mask)?;
         let labels: Vec<u32> = x.labels.to_dtype(DType::U32)?.to_vec1()?;
-        self.prototypes.accumulate(&rows(x.q_x)?, &labels);
+        let q_x = rows(x.q_x)?;
+        if self.epochs_ended > 0 {
+            let labeled_clusters = self.cluster_labels_of(&q_x);
+            self.gate.observe(&labeled_clusters, &labels);
+        }
+        self.prototypes.accumulate(&q_x, &labels);
         for (i, row) in q_w.chunks(d).enumerate().filter(|(i, _)| mask[*i]) {
             self.prototypes.accumulate(row, &pseudo_labels[i..i + 1]);
         }
 
         let cluster_labels = (self.epochs_ended > 0).then(|| argmax_rows(&z, c));
-        let prototype_labels =
-            self.prototypes.any().then(|| argmax_rows(&kmeans::similarities(&q_w, self.prototypes.matrix(), d), c));
+        let prototype_labels = self.prototypes.any().then(|| self.prototypes.nearest(&q_w));
         Ok(StepOutput { loss, terms, p_hat, mask, pseudo_labels, refined, cluster_labels, prototype_labels })
     }
 
+    /// `argmax z` for projections `q` (`n x d`) that are not in the bank: each is assigned in
+    /// every head as the clustering would (nothing is updated) and takes the mean of its
+    /// clusters' pseudo-labels, as a bank sample does.
+    pub fn cluster_labels_of(&self, q: &[f32]) -> Vec<u32> {
+        let c = self.cfg.classes;
+        let assignments = self.kmeans().assign(q);
+        let bank = self.bank();
+        let mut z = vec![0f32; q.len() / self.cfg.dim * c];
+        let mut clusters = vec![0u32; assignments.len()];
+        for (i, zi) in z.chunks_mut(c).enumerate() {
+            assignments.iter().zip(clusters.iter_mut()).for_each(|(a, k)| *k = a.cluster[i]);
+            bank.refined_target(&clusters, zi);
+        }
+        argmax_rows(&z, c)
+    }
+
+    /// The last finished epoch's labeled agreement (see [`RefineGate`]).
+    pub fn labeled_agreement(&self) -> Option<f64> {
+        self.gate.agreement()
+    }
+
     /// s.5: reset the k-means counters, recompute the cluster pseudo-labels, set the
-    /// prototypes. Returns the cluster sizes per head.
+    /// prototypes, close the epoch's labeled agreement. Returns the cluster sizes per head.
     pub fn end_epoch(&mut self) -> ClusterSizes {
+        self.gate.end_epoch();
         self.kmeans().end_epoch();
         let sizes = self.bank().end_epoch(self.cfg.cluster_labels);
         self.prototypes.end_epoch();
@@ -469,6 +505,7 @@ impl ProtoCon {
         out.extend(self.bank().state(&format!("{prefix}bank."))?);
         out.extend(self.prototypes.state(&format!("{prefix}prototypes."))?);
         out.extend(self.prior.state(&format!("{prefix}prior."))?);
+        out.extend(self.gate.state(&format!("{prefix}refine_gate."))?);
         out.push((format!("{prefix}center"), Tensor::from_slice(&self.center, self.cfg.dim, &Device::Cpu)?));
         out.push((format!("{prefix}epochs_ended"), Tensor::new(&[self.epochs_ended as i64], &Device::Cpu)?));
         Ok(out)
@@ -480,6 +517,7 @@ impl ProtoCon {
         self.bank().load_state(&format!("{prefix}bank."), tensors)?;
         self.prototypes.load_state(&format!("{prefix}prototypes."), tensors)?;
         self.prior.load_state(&format!("{prefix}prior."), tensors)?;
+        self.gate.load_state(&format!("{prefix}refine_gate."), tensors)?;
         self.center = tensor_vec::<f32>(tensors, &format!("{prefix}center"), self.cfg.dim)?;
         self.epochs_ended = tensor_vec::<i64>(tensors, &format!("{prefix}epochs_ended"), 1)?[0] as u64;
         Ok(())

@@ -49,6 +49,11 @@ impl Prototypes {
         self.count.fill(0);
     }
 
+    /// Each row of `q` (`n x d`)'s nearest prototype in use (largest `q . P_c`).
+    pub fn nearest(&self, q: &[f32]) -> Vec<u32> {
+        super::argmax_rows(&super::kmeans::similarities(q, &self.p, self.dim), self.classes)
+    }
+
     /// The prototypes in use, `C x d` row-major.
     pub fn matrix(&self) -> &[f32] {
         &self.p

@@ -293,6 +293,10 @@ pub struct EpochRecord {
     pub cluster_size_min: Vec<u64>,
     pub cluster_size_max: Vec<u64>,
     pub reliable_fraction: f64,
+    /// Share of the epoch's labeled images whose cluster pseudo-label was their label (what
+    /// `protocon.refine_min_agreement` judges by); none before clusters have labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labeled_agreement: Option<f64>,
 }
 
 /// Test accuracy of the raw and the EMA model after a step, with the best so far.
@@ -575,6 +579,7 @@ impl ComputeStage {
             cluster_size_min: sizes.min,
             cluster_size_max: sizes.max,
             reliable_fraction: pc.bank().reliable_fraction(),
+            labeled_agreement: pc.labeled_agreement(),
         }))
     }
 

@@ -17,7 +17,7 @@ use crate::train::load_data;
 use protocon::data::{Labelled, Subset};
 use protocon::protocon::kmeans::similarities;
 use protocon::protocon::prior::softmax_rows;
-use protocon::protocon::{ClusterLabels, ConstrainedKMeans, DualLr, KMeansConfig, MemoryBank};
+use protocon::protocon::{argmax_rows, ClusterLabels, ConstrainedKMeans, DualLr, KMeansConfig, MemoryBank, Prototypes};
 use protocon_stages::compute::TestSet;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -164,19 +164,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Class prototypes as in training (protocon.md s.4.11, s.5.3): the normalised mean projection
 /// of the reliable samples under their pseudo-labels; each sample's nearest one.
 fn nearest_prototype(q: &[f32], pl: &[u32], reliable: &[bool], c: usize, d: usize) -> Vec<u32> {
-    let mut protos = vec![0f32; c * d];
+    let mut protos = Prototypes::new(c, d);
     for ((row, &l), _) in q.chunks(d).zip(pl).zip(reliable).filter(|(_, &r)| r) {
-        protos[l as usize * d..(l as usize + 1) * d].iter_mut().zip(row).for_each(|(p, v)| *p += v);
+        protos.accumulate(row, &[l]);
     }
-    for p in protos.chunks_mut(d) {
-        let norm = p.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        p.iter_mut().for_each(|v| *v /= norm);
-    }
-    similarities(q, &protos, d).chunks(c).map(argmax).collect()
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    row.iter().enumerate().fold((0, f32::MIN), |a, (j, &v)| if v > a.1 { (j, v) } else { a }).0 as u32
+    protos.end_epoch();
+    protos.nearest(q)
 }
 
 /// `epochs` passes of the constrained k-means over `q` in shuffled batches of `b` (the last,
@@ -215,7 +208,7 @@ fn cluster(
             let assignment = kmeans.assign(&qb);
             if epoch + 1 == epochs {
                 let nearest = similarities(&qb, kmeans.centroids(0), d);
-                decided += nearest.chunks(k).zip(&assignment[0].cluster).filter(|(row, &a)| argmax(row) != a).count();
+                decided += argmax_rows(&nearest, k).iter().zip(&assignment[0].cluster).filter(|(n, a)| n != a).count();
                 seen += slots.len();
             }
             kmeans.update(&qb, &assignment);
@@ -235,7 +228,7 @@ fn cluster(
     for &i in &visited {
         let a = bank.assignment(0, i as u32) as usize;
         counts[a * c + truth[i] as usize] += 1;
-        correct += (argmax(bank.cluster_label(0, a as u32)) == truth[i]) as usize;
+        correct += (argmax_rows(bank.cluster_label(0, a as u32), c)[0] == truth[i]) as usize;
     }
     let purity = counts.chunks(c).map(|r| r.iter().copied().max().unwrap_or(0)).sum::<u64>() as f64 / visited.len() as f64;
     Ok(Row {
