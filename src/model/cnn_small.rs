@@ -39,7 +39,7 @@ impl Backbone for CnnSmall {
         for (i, (conv, bn)) in self.layers.iter().enumerate() {
             h = bn.forward(&conv.forward(&h, k)?, mode, true, k)?;
             if i == 1 || i == 3 {
-                h = h.max_pool2d(2)?;
+                h = k.max_pool2d(&h, 2)?;
             }
         }
         h.mean((2, 3))

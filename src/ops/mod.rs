@@ -39,6 +39,7 @@ mod batch_norm;
 mod conv2d;
 mod element;
 mod leaky_relu;
+mod max_pool;
 pub mod reference;
 mod scratch;
 mod threads;
@@ -191,6 +192,16 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(leaky_relu::LeakyRelu { slope })
 }
 
+/// Max-pooling over `k x k` windows with stride `k` (`N x C x H x W`, `H` and `W` multiples of
+/// `k`), whose gradient goes whole to each window's first maximum (candle's own backward passes
+/// on `1 / k^2` of it; see the `max_pool` module).
+pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    if !fused_kernels_cover(x) {
+        return reference::max_pool2d(x, k);
+    }
+    x.contiguous()?.apply_op1(max_pool::MaxPool { k })
+}
+
 /// Which implementation of the layer operations a model calls.
 ///
 /// A model holds one so the same model code can run a step on candle's stock ops and on the
@@ -255,6 +266,14 @@ impl Kernels {
         match self {
             Kernels::Fused => leaky_relu(x, slope),
             Kernels::Stock => reference::leaky_relu(x, slope),
+        }
+    }
+
+    /// See [`max_pool2d`].
+    pub fn max_pool2d(self, x: &Tensor, k: usize) -> Result<Tensor> {
+        match self {
+            Kernels::Fused => max_pool2d(x, k),
+            Kernels::Stock => reference::max_pool2d(x, k),
         }
     }
 }

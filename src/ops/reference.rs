@@ -14,6 +14,13 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     x.conv2d(w, padding, stride, 1, 1)
 }
 
+/// candle's `max_pool2d` with `k x k` windows and stride `k`. Its gradient is `1 / k^2` of the
+/// true one for windows with one maximum (see the `max_pool` module); only the stock-kernel
+/// comparisons use it on the CPU.
+pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    x.max_pool2d(k)
+}
+
 /// Leaky-ReLU as candle-nn computes it, `max(x, 0) + min(x, 0) * slope`.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
     candle_nn::ops::leaky_relu(x, slope)
