@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference for `protocon bench step`: the same training step on the same shapes.
 
-FixMatch's Wide-ResNet-28-k (leaky-ReLU 0.1, BatchNorm momentum 0.001, activate_before_residual
+Models: `cnn-small` (the layers of src/model/cnn_small.rs) or FixMatch's Wide-ResNet-28-k (leaky-ReLU 0.1, BatchNorm momentum 0.001, activate_before_residual
 in the first group; written from the paper's description), one forward over
 [labeled ; unlabeled weak ; unlabeled strong] on random 32x32 inputs, cross-entropy on the labeled
 part + masked cross-entropy on the strong view with hard pseudo-labels from the weak view
@@ -10,6 +10,7 @@ momentum 0.9 and weight decay 5e-4 on weights only. Warm-up, then the median of 
 peak RSS from /proc/self/status (VmHWM).
 
 Usage: python3 step_torch.py --model wrn-28-2 --labeled 16 --unlabeled 112 --threads 2 [--json]
+       python3 step_torch.py --model cnn-small --labeled 8 --unlabeled 56 --threads 2
 """
 import argparse
 import json
@@ -69,6 +70,36 @@ class WideResNet(nn.Module):
         return self.fc(h.mean((2, 3)))
 
 
+class CnnSmall(nn.Module):
+    """src/model/cnn_small.rs: three stages of two (3x3 conv without bias, BatchNorm, leaky-ReLU
+    0.1) with 32, 64 and 128 channels, 2x2 max-pool after the first two stages, global average
+    pooling, then the linear classifier of src/model/mod.rs."""
+
+    def __init__(self, classes, bn_momentum=0.001):
+        super().__init__()
+        layers, cin = [], 3
+        for stage, width in enumerate((32, 64, 128)):
+            for _ in range(2):
+                layers += [nn.Conv2d(cin, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width, momentum=bn_momentum),
+                           nn.LeakyReLU(0.1)]
+                cin = width
+            if stage < 2:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(128, classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def build_model(name, classes, bn_momentum=0.001):
+    """`cnn-small` or `wrn-DEPTH-WIDTH`, as `protocon bench step --model` spells them."""
+    if name == "cnn-small":
+        return CnnSmall(classes, bn_momentum)
+    _, depth, widen = name.split("-")
+    return WideResNet(classes, int(depth), int(widen))
+
+
 def peak_rss_bytes():
     with open("/proc/self/status") as f:
         for line in f:
@@ -90,8 +121,7 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    _, depth, widen = a.model.split("-")
-    net = WideResNet(a.classes, int(depth), int(widen))
+    net = build_model(a.model, a.classes)
     params = sum(p.numel() for p in net.parameters())
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]

@@ -3,6 +3,10 @@
 //! masked cross-entropy on the strong view with pseudo-labels from the weak view, backward,
 //! Nesterov SGD — with the fused CPU kernels, against candle's stock ops in the same run.
 //!
+//! The fused run also reports where a step's time goes, as medians per phase: forward (the
+//! network), loss (slicing, pseudo-labels, the loss terms), backward (candle's backward driver
+//! with every op's gradient) and optimizer (SGD over every tensor).
+//!
 //! `--algorithm protocon` times ProtoCon's step instead (projection head, synchronous
 //! clustering, memory bank, prototypes, the five losses) against FixMatch's step on the same
 //! model and batch in the same run, and prints the ratio of step times.
@@ -95,7 +99,12 @@ struct StepRunner {
     u: usize,
     bank_samples: usize,
     steps_done: usize,
+    /// Seconds of each phase ([`PHASES`]) of the last step.
+    last_phases: [f64; 4],
 }
+
+/// The phases of a step, in order.
+const PHASES: [&str; 4] = ["forward", "loss", "backward", "optimizer"];
 
 impl StepRunner {
     fn new(args: &Args, kernels: Kernels, algorithm: BenchAlgorithm) -> anyhow::Result<Self> {
@@ -112,7 +121,7 @@ impl StepRunner {
         let x = Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &dev)?;
         let labels: Vec<u32> = (0..args.labeled).map(|_| rng.random_range(0..args.classes as u32)).collect();
         let labels = Tensor::new(labels.as_slice(), &dev)?;
-        Ok(StepRunner { net, opt, pc, x, labels, b: args.labeled, u: args.unlabeled, bank_samples: args.bank_samples, steps_done: 0 })
+        Ok(StepRunner { net, opt, pc, x, labels, b: args.labeled, u: args.unlabeled, bank_samples: args.bank_samples, steps_done: 0, last_phases: [0.0; 4] })
     }
 
     /// One step; returns its seconds and loss.
@@ -120,6 +129,7 @@ impl StepRunner {
         let (b, u) = (self.b, self.u);
         let start = Instant::now();
         let out = self.net.forward(&self.x, Mode::Train)?;
+        let forwarded = Instant::now();
         let logits_x = out.logits.narrow(0, 0, b)?;
         let logits_w = out.logits.narrow(0, b, u)?;
         let logits_s = out.logits.narrow(0, b + u, u)?;
@@ -149,29 +159,35 @@ impl StepRunner {
                 (lx + lu)?
             }
         };
+        let lost = Instant::now();
         let grads = total.backward()?;
+        let backwarded = Instant::now();
         self.opt.step(&grads)?;
         let loss = total.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let done = Instant::now();
+        self.last_phases = [forwarded - start, lost - forwarded, backwarded - lost, done - backwarded].map(|d| d.as_secs_f64());
         self.steps_done += 1;
         ensure!(loss.is_finite(), "loss is not finite: {loss}");
         Ok((start.elapsed().as_secs_f64(), loss))
     }
 }
 
-/// Times `warmup + steps` FixMatch steps; returns per-step seconds of the timed ones and the
-/// last loss.
-fn time_steps(args: &Args, kernels: Kernels, warmup: usize, steps: usize) -> anyhow::Result<(Vec<f64>, f32)> {
+/// Times `warmup + steps` FixMatch steps; returns per-step seconds of the timed ones, the median
+/// seconds of each phase over them, and the last loss.
+fn time_steps(args: &Args, kernels: Kernels, warmup: usize, steps: usize) -> anyhow::Result<(Vec<f64>, [f64; 4], f32)> {
     let mut runner = StepRunner::new(args, kernels, BenchAlgorithm::Fixmatch)?;
     let mut times = Vec::with_capacity(steps);
+    let mut phases: [Vec<f64>; 4] = Default::default();
     let mut last_loss = f32::NAN;
     for i in 0..warmup + steps {
         let (t, loss) = runner.step()?;
         last_loss = loss;
         if i >= warmup {
             times.push(t);
+            phases.iter_mut().zip(runner.last_phases).for_each(|(p, v)| p.push(v));
         }
     }
-    Ok((times, last_loss))
+    Ok((times, phases.map(|p| Spread::of(&p).median), last_loss))
 }
 
 /// `--algorithm protocon`: ProtoCon's step against FixMatch's, alternating steps so drift in
@@ -231,7 +247,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return run_protocon(&args, images);
     }
 
-    let (fused, loss) = time_steps(&args, Kernels::Fused, args.warmup, args.steps).context("fused step")?;
+    let (fused, phases, loss) = time_steps(&args, Kernels::Fused, args.warmup, args.steps).context("fused step")?;
     let fused_peak = protocon::rss::peak_rss_bytes();
     let fused = Spread::of(&fused);
     let stock = match args.baseline {
@@ -253,6 +269,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                       "step_ms_max": s.max * 1e3, "images_per_s": img_s(&s), "steps": args.baseline_steps})),
             "ratio_fused_over_stock_images_per_s": stock.map(|s| s.median / fused.median),
             "peak_rss_bytes": fused_peak,
+            "fused_phase_ms": PHASES.iter().zip(phases).map(|(n, v)| (n.to_string(), serde_json::json!(v * 1e3))).collect::<serde_json::Map<_, _>>(),
             "final_loss": loss,
         });
         println!("{v}");
@@ -270,6 +287,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             fused_peak.unwrap_or(0) as f64 / 1e9,
             args.steps
         );
+        let sum: f64 = phases.iter().sum();
+        let parts: Vec<String> =
+            PHASES.iter().zip(phases).map(|(n, v)| format!("{n} {:.1} ms ({:.0}%)", v * 1e3, 100.0 * v / sum.max(1e-12))).collect();
+        println!("  phases (medians): {}", parts.join(", "));
         if let Some(s) = stock {
             println!(
                 "stock candle:  {:>8.1} ms/step ({:.1}..{:.1}), {:>7.1} images/s (median of {})",
