@@ -14,6 +14,10 @@
 //! an epoch when the previous epoch's agreement reached `min_agreement` (and the epoch is at
 //! least `refine_after_epochs`). The gate is re-judged every epoch, so refinement stops again if
 //! the clusters lose their alignment. `min_agreement = 0` is the paper's rule: the epoch alone.
+//!
+//! Known limitation: with an asynchronous cluster stage (`staleness >= 1`) the labeled images
+//! are assigned with the k-means as it stands when the compute step runs, which depends on how
+//! far the cluster stage has got; such a run with the gate on is not bit-reproducible.
 
 use super::{tensor_vec, ProtoConError};
 use candle_core::{Device, Tensor};
