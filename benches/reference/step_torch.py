@@ -100,6 +100,15 @@ def build_model(name, classes, bn_momentum=0.001):
     return WideResNet(classes, int(depth), int(widen))
 
 
+def fixmatch_sgd(net):
+    """Nesterov SGD, lr 0.03, momentum 0.9, weight decay 5e-4 on weights only (not on biases and
+    BatchNorm parameters), as src/optim/sgd.rs trains."""
+    decay = [p for p in net.parameters() if p.ndim > 1]
+    no_decay = [p for p in net.parameters() if p.ndim <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
+                           lr=0.03, momentum=0.9, nesterov=True)
+
+
 def peak_rss_bytes():
     with open("/proc/self/status") as f:
         for line in f:
@@ -123,10 +132,7 @@ def main():
     torch.manual_seed(0)
     net = build_model(a.model, a.classes)
     params = sum(p.numel() for p in net.parameters())
-    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
-                          lr=0.03, momentum=0.9, nesterov=True)
+    opt = fixmatch_sgd(net)
     b, u = a.labeled, a.unlabeled
     x = torch.randn(b + 2 * u, 3, 32, 32)
     y = torch.randint(0, a.classes, (b,))

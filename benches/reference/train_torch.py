@@ -40,7 +40,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from randaugment_pil import cutout, flip, randaugment, reflect_crop  # noqa: E402
-from step_torch import build_model  # noqa: E402
+from step_torch import build_model, fixmatch_sgd  # noqa: E402
 
 
 def read_idx(path):
@@ -183,10 +183,7 @@ def main():
     ema.load_state_dict(net.state_dict())
     for q in ema.parameters():
         q.requires_grad_(False)
-    decay = [q for q in net.parameters() if q.ndim > 1]
-    no_decay = [q for q in net.parameters() if q.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
-                          lr=0.03, momentum=0.9, nesterov=True)
+    opt = fixmatch_sgd(net)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: max(0.0, math.cos(7 * math.pi * k / (16 * a.steps))))
     os.makedirs(a.out, exist_ok=True)
     net.train()
