@@ -122,6 +122,23 @@ impl ConvGeometry {
         self.kernel_h == 1 && self.kernel_w == 1 && self.stride == 1 && self.padding == 0
     }
 
+    /// For a stride-1 convolution with "same" padding (`2p + 1 = kh = kw`, the 3x3 layers of
+    /// every model here), the input gradient is itself such a convolution: of `dy` with the
+    /// weights transposed over channels and flipped in space (see [`flipped_transposed`]).
+    /// Returns that convolution's geometry, or `None` when the shortcut does not apply (and
+    /// for pointwise kernels, whose input gradient is one GEMM already).
+    fn input_gradient_as_convolution(&self) -> Option<ConvGeometry> {
+        let same = self.stride == 1
+            && self.kernel_h == self.kernel_w
+            && 2 * self.padding + 1 == self.kernel_h
+            && !self.is_pointwise();
+        same.then_some(ConvGeometry {
+            in_channels: self.out_channels,
+            out_channels: self.in_channels,
+            ..*self
+        })
+    }
+
     /// Output columns `lo..hi` whose input column `ow*s + kj - p` lies inside the image;
     /// the others read padding.
     fn valid_out_cols(&self, kj: usize) -> (usize, usize) {
@@ -238,14 +255,25 @@ fn shifted_plane<T: Element>(
         let shift = kj - g.padding;
         block[..len - shift].copy_from_slice(&plane[base + shift..base + len]);
         for image_row in block.chunks_exact_mut(w) {
-            image_row[w - shift..].fill(T::zero());
+            zero_few(&mut image_row[w - shift..]);
         }
     } else {
         let shift = g.padding - kj;
         block[shift..].copy_from_slice(&plane[base..base + len - shift]);
         for image_row in block.chunks_exact_mut(w) {
-            image_row[..shift].fill(T::zero());
+            zero_few(&mut image_row[..shift]);
         }
+    }
+}
+
+/// Zeroes the one or two elements that a 3x3 or 5x5 kernel's shift wraps into each image
+/// row. `fill` compiles to a `memset` call per row, which cost more than the copies around it.
+#[inline(always)]
+fn zero_few<T: Element>(elements: &mut [T]) {
+    match elements {
+        [a] => *a = T::zero(),
+        [a, b] => (*a, *b) = (T::zero(), T::zero()),
+        more => more.fill(T::zero()),
     }
 }
 
@@ -364,6 +392,17 @@ unsafe fn matmul<T: Element>(
 /// The convolution of a batch; `x` is `N x C x H x W`, `w` is `K x C x kh x kw`, both
 /// contiguous; returns `N x K x Ho x Wo`.
 pub(crate) fn forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Result<Vec<T>> {
+    // SAFETY: `forward_into` writes every element of the output.
+    unsafe {
+        output_with(g.batch * g.output_image_len(), |y| {
+            forward_into(g, x, w, y);
+            Ok(())
+        })
+    }
+}
+
+/// [`forward`] into `y` (`N x K x Ho x Wo`), writing every element.
+fn forward_into<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], y: &mut [MaybeUninit<T>]) {
     let split = BatchSplit::new(g.batch);
     let (in_len, out_len) = (g.input_image_len(), g.output_image_len());
     let forward_image = |x_n: &[T], y_n: &mut [MaybeUninit<T>]| {
@@ -407,21 +446,16 @@ pub(crate) fn forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Result<
             }
         })
     };
-    // SAFETY: the chunks cover the output, and each image's GEMM writes all of its chunk.
-    unsafe {
-        output_with(g.batch * out_len, |y| {
-            threads::run(|| {
-                y.par_chunks_mut(split.images_per_task * out_len)
-                    .zip(x.par_chunks(split.images_per_task * in_len))
-                    .for_each(|(y_task, x_task)| {
-                        for (y_n, x_n) in y_task.chunks_mut(out_len).zip(x_task.chunks(in_len)) {
-                            forward_image(x_n, y_n);
-                        }
-                    })
-            });
-            Ok(())
-        })
-    }
+    // The chunks cover the output, and each image's GEMM writes all of its chunk.
+    threads::run(|| {
+        y.par_chunks_mut(split.images_per_task * out_len)
+            .zip(x.par_chunks(split.images_per_task * in_len))
+            .for_each(|(y_task, x_task)| {
+                for (y_n, x_n) in y_task.chunks_mut(out_len).zip(x_task.chunks(in_len)) {
+                    forward_image(x_n, y_n);
+                }
+            })
+    });
 }
 
 /// Which gradients the backward pass computes: the input gradient of a network's first
@@ -445,12 +479,19 @@ pub(crate) fn backward<T: Element>(
     let (in_len, out_len) = (g.input_image_len(), g.output_image_len());
     let dx_len = if wanted.input { g.batch * in_len } else { 0 };
     let dw_len = if wanted.weight { g.weight_len() } else { 0 };
-    // SAFETY: every task writes its whole dx chunk; the partial weight gradients are summed
-    // into all of dw.
+    let dx_by_convolution = g.input_gradient_as_convolution().filter(|_| wanted.input);
+    // SAFETY: dx is written whole by the transposed convolution or by the tasks (each its
+    // chunk); the partial weight gradients are summed into all of dw.
     unsafe {
         output_with(dx_len + dw_len, |out| {
             let (dx, dw) = out.split_at_mut(dx_len);
-            let dx_tasks: Vec<Option<&mut [MaybeUninit<T>]>> = if wanted.input {
+            if let Some(transposed) = dx_by_convolution {
+                forward_into(&transposed, dy, &flipped_transposed(g, w), dx);
+                if !wanted.weight {
+                    return Ok(());
+                }
+            }
+            let dx_tasks: Vec<Option<&mut [MaybeUninit<T>]>> = if wanted.input && dx_by_convolution.is_none() {
                 dx.chunks_mut(split.images_per_task * in_len)
                     .map(Some)
                     .collect()
@@ -482,6 +523,23 @@ pub(crate) fn backward<T: Element>(
             Ok(())
         })
     }
+}
+
+/// The weights of the convolution that computes the input gradient (see
+/// [`ConvGeometry::input_gradient_as_convolution`]): `W'[c, k, i, j] = W[k, c, kh-1-i, kw-1-j]`,
+/// `C x K x kh x kw`. This replaces the `Wᵀ · dY` GEMM and the col2im scatter-add after it
+/// (with its zero-filled gradient) by a forward convolution: columns gathered by copies, one
+/// GEMM with the long `K*kh*kw` inner dimension, and each `dX` element written once.
+fn flipped_transposed<T: Element>(g: &ConvGeometry, w: &[T]) -> Vec<T> {
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
+    let mut flipped = Vec::with_capacity(w.len());
+    for c in 0..g.in_channels {
+        for k in 0..g.out_channels {
+            let taps = &w[(k * g.in_channels + c) * kh * kw..][..kh * kw];
+            flipped.extend(taps.iter().rev());
+        }
+    }
+    flipped
 }
 
 /// Backward pass over a run of consecutive images (at least one): writes their input
@@ -768,6 +826,32 @@ mod tests {
 
     fn geometry(x: [usize; 4], w: [usize; 4], stride: usize, padding: usize) -> ConvGeometry {
         ConvGeometry::new(&x, &w, stride, padding).unwrap()
+    }
+
+    /// The shortcut for "same" convolutions against the GEMM + col2im path it replaces, on a
+    /// non-square image with more output than input channels (a transpose mix-up would show).
+    #[test]
+    fn input_gradient_by_transposed_convolution_matches_col2im() {
+        let g = geometry([2, 3, 5, 4], [4, 3, 3, 3], 1, 1);
+        let value = |i: usize, a: usize, b: usize| ((i * a % b) as f64 - (b / 2) as f64) / 7.0;
+        let x: Vec<f64> = (0..2 * g.input_image_len()).map(|i| value(i, 37, 101)).collect();
+        let w: Vec<f64> = (0..g.weight_len()).map(|i| value(i, 53, 97)).collect();
+        let dy: Vec<f64> = (0..2 * g.output_image_len()).map(|i| value(i, 29, 89)).collect();
+        let both = Wanted { input: true, weight: true };
+        let packed = backward(&g, &x, &w, &dy, both).unwrap();
+        let mut dx = vec![MaybeUninit::uninit(); x.len()];
+        let dw = backward_task(&g, &x, &w, &dy, Some(&mut dx), true, gemm::Parallelism::None);
+        let dx: Vec<f64> = dx.iter().map(|v| unsafe { v.assume_init() }).collect();
+        let want: Vec<f64> = dx.into_iter().chain(dw).collect();
+        assert_eq!(packed.len(), want.len());
+        for (i, (a, b)) in packed.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() < 1e-12, "element {i}: {a} vs {b}");
+        }
+        let input_only = Wanted { input: true, weight: false };
+        assert_eq!(backward(&g, &x, &w, &dy, input_only).unwrap(), packed[..x.len()]);
+        for (x, w, s, p) in [([1, 2, 6, 6], [3, 2, 3, 3], 2, 1), ([1, 2, 6, 6], [3, 2, 3, 3], 1, 0), ([1, 2, 6, 6], [3, 2, 1, 1], 1, 0)] {
+            assert_eq!(geometry(x, w, s, p).input_gradient_as_convolution(), None, "{x:?} {w:?} s{s} p{p}");
+        }
     }
 
     #[test]
