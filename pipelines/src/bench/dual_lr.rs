@@ -89,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let threshold = model.config.train.threshold as f32;
 
     let (mut q, mut pl, mut reliable) = (Vec::with_capacity(n * d), Vec::with_capacity(n), Vec::with_capacity(n));
-    set.forward_chunks(&model.net, 500, |_, out| {
+    set.forward_chunks(&model.net, TestSet::CHUNK, |_, out| {
         let projection = out.projection.as_ref().expect("loaded with the projection head");
         q.extend(projection.flatten_all()?.to_vec1::<f32>()?);
         let probs = softmax_rows(&out.logits.flatten_all()?.to_vec1::<f32>()?, c);

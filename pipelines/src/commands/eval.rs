@@ -7,7 +7,7 @@ use candle_core::Device;
 use protocon::checkpoint::Checkpoint;
 use protocon::data::Labelled;
 use protocon::model::{Network, NetworkOptions};
-use protocon_stages::compute::Algorithm;
+use protocon_stages::compute::{Algorithm, TestSet};
 use protocon_stages::views::Normalization;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -76,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if test.num_classes() != classes {
         anyhow::bail!("{}: {} classes, the checkpoint was trained on {classes}", config.data.dataset, test.num_classes());
     }
-    let eval = test.evaluate(&net, 500)?;
+    let eval = test.evaluate(&net, TestSet::CHUNK)?;
     if args.json {
         println!("{}", serde_json::json!({"checkpoint": path, "model": if args.raw {"raw"} else {"ema"},
             "step": step, "images": test.num_samples(), "accuracy": eval.accuracy, "confusion": eval.confusion}));
