@@ -377,15 +377,7 @@ impl ProtoCon {
         let (pw, strong_margin) = self.prior.pseudo_labels(&weak);
 
         // 5. Refinement with the clusters' pseudo-labels.
-        let mut z = vec![0f32; u * c];
-        let mut sample_clusters = vec![0u32; clusters.len()];
-        {
-            let bank = self.bank();
-            for (i, zi) in z.chunks_mut(c).enumerate() {
-                clusters.iter().zip(sample_clusters.iter_mut()).for_each(|(head, k)| *k = head[i]);
-                bank.refined_target(&sample_clusters, zi);
-            }
-        }
+        let z = self.refined_targets(u, clusters.len(), |head, i| clusters[head][i]);
         let refined = x.epoch >= self.cfg.refine_after_epochs && self.gate.open() && z.iter().any(|&v| v != 0.0);
         let alpha = self.cfg.alpha;
         let p_hat: Vec<f32> = if refined {
@@ -462,16 +454,26 @@ impl ProtoCon {
     /// every head as the clustering would (nothing is updated) and takes the mean of its
     /// clusters' pseudo-labels, as a bank sample does.
     pub fn cluster_labels_of(&self, q: &[f32]) -> Vec<u32> {
-        let c = self.cfg.classes;
         let assignments = self.kmeans().assign(q);
+        let z = self.refined_targets(q.len() / self.cfg.dim, assignments.len(), |head, i| assignments[head].cluster[i]);
+        argmax_rows(&z, self.cfg.classes)
+    }
+
+    /// The bank's refined target (s.4.5) of each of `samples` samples, `samples x C`, from the
+    /// sample's cluster in each of `heads` heads (`cluster_of(head, sample)`): the training
+    /// step's refinement and the labeled images' cluster pseudo-labels read the bank alike.
+    fn refined_targets(&self, samples: usize, heads: usize, cluster_of: impl Fn(usize, usize) -> u32) -> Vec<f32> {
+        let c = self.cfg.classes;
         let bank = self.bank();
-        let mut z = vec![0f32; q.len() / self.cfg.dim * c];
-        let mut clusters = vec![0u32; assignments.len()];
+        let mut z = vec![0f32; samples * c];
+        let mut sample_clusters = vec![0u32; heads];
         for (i, zi) in z.chunks_mut(c).enumerate() {
-            assignments.iter().zip(clusters.iter_mut()).for_each(|(a, k)| *k = a.cluster[i]);
-            bank.refined_target(&clusters, zi);
+            for (head, k) in sample_clusters.iter_mut().enumerate() {
+                *k = cluster_of(head, i);
+            }
+            bank.refined_target(&sample_clusters, zi);
         }
-        argmax_rows(&z, c)
+        z
     }
 
     /// The last finished epoch's labeled agreement (see [`RefineGate`]).
