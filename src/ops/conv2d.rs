@@ -5,7 +5,10 @@
 //!
 //! - forward: `Y_n = W · col_n` (`W` viewed as `K x C*kh*kw`);
 //! - weight gradient: `dW += dY_n · col_nᵀ`;
-//! - input gradient: `dcol = Wᵀ · dY_n`, then col2im scatters `dcol` back onto `dX_n`.
+//! - input gradient: `dcol = Wᵀ · dY_n`, then col2im scatters `dcol` back onto `dX_n`; for a
+//!   stride-1 convolution with "same" padding (every 3x3 layer of the models here) it is
+//!   instead the forward convolution of `dY` with the flipped, channel-transposed weights,
+//!   which writes each `dX` element once (no scatter, no zero-filled target).
 //!
 //! Stock candle computes the input gradient with a direct transposed-convolution loop and
 //! builds the columns of the whole batch at once; that loop and the gathering were half of a
