@@ -17,7 +17,8 @@
 # Earlier diagnostics (docs/results.md, first study): protocon-dual-lr-2.5, protocon-mask-pw,
 # protocon-dual-lr-2.5-mask-pw, protocon-both-no-lc, protocon-both-no-lp (all on the paper preset).
 # Writes runs under $OUT, an overlay figure and a summary table (docs/results.md is written from it
-# by hand). Finished runs (a `done` file) are skipped, so the script resumes.
+# by hand). Finished runs (a `done` file) are skipped and cut-off runs continue from their last
+# checkpoint, so the script resumes.
 #
 #   scripts/study.sh                                   # the main comparison, seeds 0 1 2, 2 at a time
 #   SEEDS="0" VARIANTS="protocon-paper" STEPS=3000 scripts/study.sh
@@ -71,10 +72,14 @@ run() { # variant seed
   extra+=(--set "train.steps=$STEPS" $EXTRA)
   local dir="$OUT/$variant-$seed"
   if [ -f "$dir/done" ]; then return 0; fi
+  # A run cut off (session end, kill) continues from its last checkpoint; its wall time then
+  # counts only the part after the resume, and a `resumed` file says so.
+  local resume=()
+  if [ -f "$dir/checkpoint.safetensors" ]; then resume=(--resume "$dir"); touch "$dir/resumed"; fi
   local start=$SECONDS
   "$BIN" train --quiet --config "$CONFIG" --split "$OUT/split-$seed.json" --out "$dir" \
     --set "data.dataset=$DATA" --set "seed=$seed" --set "name=$variant-$seed" --set threads.compute=1 \
-    "${extra[@]}" > "$dir.log" 2>&1
+    "${extra[@]}" "${resume[@]}" >> "$dir.log" 2>&1
   echo $((SECONDS - start)) > "$dir/done"
   echo "$variant seed $seed: $(tail -n 3 "$dir.log" | grep 'after' || true) ($((SECONDS - start)) s)"
 }
@@ -108,7 +113,7 @@ for v in sys.argv[2:]:
         kept = [r["pseudo_label_acc"] for r in trains[-10:] if r["mask_rate"] > 0]
         mpl.append(statistics.mean(kept) if kept else float("nan"))
         done = m.parent / "done"
-        if done.exists():
+        if done.exists() and not (m.parent / "resumed").exists():
             wall.append(int(done.read_text()))
     sd = lambda x: statistics.stdev(x) if len(x) > 1 else 0.0
     per_seed = " / ".join(f"{f:.2f}" for f in final)

@@ -21,6 +21,23 @@ impl StageError {
     }
 }
 
+/// The "cancelled" cause of [`StageError::into_error`].
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
+impl StageError {
+    /// The cause as an error value with its source chain (for `anyhow` in a binary, or a
+    /// library error's `#[source]`): `StageError` itself cannot implement `std::error::Error`,
+    /// since its blanket `From` lets any error convert into it with `?`.
+    pub fn into_error(self) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        match self {
+            StageError::Cancelled => Box::new(Cancelled),
+            StageError::Failed(cause) => cause,
+        }
+    }
+}
+
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for StageError {
     fn from(error: E) -> Self {
         StageError::Failed(Box::new(error))

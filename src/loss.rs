@@ -12,6 +12,19 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     picked.neg()?.mean_all()
 }
 
+/// The labeled loss: cross-entropy against class indices `labels`, or, when a batch stage
+/// made soft targets (`N x C`, rows summing to one: MixUp and its kind), `mean_b
+/// H(targets_b, softmax(logits_b))`. With one-hot targets both give the same value.
+pub fn labeled_cross_entropy(logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+    match targets {
+        None => cross_entropy(logits, labels),
+        Some(t) => {
+            let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+            (t.to_dtype(logp.dtype())?.detach() * logp)?.sum(1)?.neg()?.mean_all()
+        }
+    }
+}
+
 /// `mean_b mask_b * H(target_b, softmax(logits_b))` with soft targets (`N x C`, rows summing to
 /// one) and a 0/1 `mask` (`N`). Targets are treated as constants.
 pub fn masked_soft_cross_entropy(logits: &Tensor, target: &Tensor, mask: &Tensor) -> Result<Tensor> {
@@ -58,6 +71,16 @@ mod tests {
         let mask = Tensor::new(&[1.0f64, 0.0], &Device::Cpu).unwrap();
         let got = masked_cross_entropy(&logits, &labels, &mask).unwrap().to_scalar::<f64>().unwrap();
         assert!((got - -(0.75f64).ln() / 2.0).abs() < 1e-12, "masked-out rows count in the mean");
+
+        // Soft labeled targets: one-hot rows give the hard value; a half-half row on row 0 gives
+        // -(ln(1/4) + ln(3/4)) / 2 there.
+        let one_hot = t(&[0.0, 1.0, 1.0, 0.0], (2, 2));
+        let got = labeled_cross_entropy(&logits, &labels, Some(&one_hot)).unwrap().to_scalar::<f64>().unwrap();
+        assert!((got - want).abs() < 1e-12);
+        let mixed = t(&[0.5, 0.5, 1.0, 0.0], (2, 2));
+        let got = labeled_cross_entropy(&logits, &labels, Some(&mixed)).unwrap().to_scalar::<f64>().unwrap();
+        let want_mixed = (-((0.25f64).ln() + (0.75f64).ln()) / 2.0 + 2f64.ln()) / 2.0;
+        assert!((got - want_mixed).abs() < 1e-12, "{got} vs {want_mixed}");
 
         let target = t(&[0.5, 0.5, 1.0, 0.0], (2, 2));
         let mask = Tensor::new(&[1.0f64, 1.0], &Device::Cpu).unwrap();

@@ -149,6 +149,7 @@ fn protocon_matches_the_pytorch_reference() {
         let (q_x, q_wt, q_s) = (matrix(&r["q_x"], &dev), matrix(&r["q_w"], &dev), matrix(&r["q_s"], &dev));
         let labels = Tensor::new(u32s(&r["labels"]).as_slice(), &dev).unwrap();
         let inputs = StepInputs {
+            targets_x: None,
             logits_x: p_x.as_tensor(),
             logits_w: p_w.as_tensor(),
             logits_s: p_s.as_tensor(),

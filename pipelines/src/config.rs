@@ -7,7 +7,7 @@ use protocon::data::{DatasetKind, DatasetSpec, Fit, Subset};
 use protocon::model::Arch;
 use protocon::protocon::{ClusterLabels, DualLr, LossWeights, MaskFrom, PriorCorrection, ProtoConConfig, Target};
 use protocon_stages::augment::AugmentConfig;
-use protocon_stages::compute::Algorithm;
+use protocon_stages::objective::Algorithm;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub struct RunConfig {
     /// Name of the run (the default output directory is `runs/<name>`).
     pub name: String,
-    /// `supervised` (labeled data only) or `fixmatch`.
+    /// `supervised` (labeled data only), `fixmatch` or `protocon`: the objective of the run.
     pub algorithm: Algorithm,
     /// Seed of the split (when made from the seed), the initial weights, sampling and augmentation.
     #[serde(default)]
@@ -478,8 +478,34 @@ impl RunConfig {
         if !(0.0..=1.0).contains(&t.threshold) {
             bail!("train.threshold must be in 0..=1, got {}", t.threshold);
         }
+        // Every other number: finite, and in the range its meaning allows (NaN fails each test).
+        for (key, v) in [("train.lr", t.lr), ("model.bn_momentum", self.model.bn_momentum)] {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{key} must be a finite number > 0, got {v}");
+            }
+        }
+        for (key, v) in [("train.weight_decay", t.weight_decay), ("train.lambda_u", t.lambda_u)] {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("{key} must be a finite number >= 0, got {v}");
+            }
+        }
+        for (key, v) in [("train.momentum", t.momentum), ("train.ema_decay", t.ema_decay), ("model.bn_momentum", self.model.bn_momentum)] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("{key} must be in 0..=1, got {v}");
+            }
+        }
         if self.algorithm == Algorithm::Protocon {
             let p = &self.protocon;
+            if let DualLr::Fixed(v) = p.dual_lr {
+                if !(v.is_finite() && v >= 0.0) {
+                    bail!("protocon.dual_lr must be \"auto\" or a finite number >= 0, got {v}");
+                }
+            }
+            for (key, v) in [("weight_px", p.weight_px), ("weight_pu", p.weight_pu), ("weight_c", p.weight_c)] {
+                if !(v.is_finite() && v >= 0.0) {
+                    bail!("protocon.{key} must be a finite number >= 0, got {v}");
+                }
+            }
             if p.projection_dim == 0 || p.heads == 0 || p.min_cluster_size == 0 {
                 bail!("protocon.projection_dim, protocon.heads and protocon.min_cluster_size must be at least 1");
             }
@@ -685,10 +711,21 @@ mod tests {
             ("protocon.center_momentum=-1", "center_momentum"),
             ("protocon.refine_min_agreement=1.1", "refine_min_agreement"),
             ("protocon.temperature=nan", "temperature"),
+            ("protocon.dual_lr=-1", "dual_lr"),
+            ("protocon.dual_lr=nan", "dual_lr"),
+            ("protocon.weight_c=-0.1", "protocon.weight_c"),
+            ("train.lr=-0.03", "train.lr"),
+            ("train.lr=0", "train.lr"),
+            ("train.weight_decay=nan", "train.weight_decay"),
+            ("train.momentum=1.5", "train.momentum"),
+            ("train.ema_decay=-0.1", "train.ema_decay"),
+            ("train.lambda_u=inf", "train.lambda_u"),
+            ("model.bn_momentum=0", "model.bn_momentum"),
         ] {
             let e = format!("{:#}", protocon(&[set]).unwrap_err());
             assert!(e.contains(key), "{set}: {e}");
         }
+        assert!(protocon(&["protocon.dual_lr=0"]).is_ok(), "0 (duals never move) is a valid setting");
         let c = protocon(&["protocon.strong_margin=0", "protocon.target=hard"]).unwrap();
         let s = c.protocon.settings(&c, 5960, 10);
         assert_eq!(s.prior, PriorCorrection::Debias { margin: 0.5, strong_margin: 0.0, momentum: 0.999 });

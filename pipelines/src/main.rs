@@ -3,10 +3,9 @@
 
 mod bench;
 mod commands;
-mod config;
-mod curves;
 mod data;
-mod train;
+
+use protocon_pipelines::{config, curves, train};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,8 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model (supervised or FixMatch) from a TOML config; without arguments, the default
-    /// Fashion-MNIST config (fetching the data if needed).
+    /// Train a model (supervised, FixMatch or ProtoCon: `algorithm` in the config) from a TOML
+    /// config; without arguments, the default Fashion-MNIST config (fetching the data if needed).
     Train(commands::train::Args),
     /// Evaluate a checkpoint on a test split: accuracy and confusion matrix.
     Eval(commands::eval::Args),

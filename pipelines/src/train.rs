@@ -1,10 +1,13 @@
-//! Assembling and running a training pipeline:
+//! Training runs as a library: [`TrainingRun`] takes a config and, optionally, the caller's
+//! augmentation ops, batch stages and objective, and wires and runs
 //!
 //! ```text
-//! sampler -> weak views (pool) -> strong views (pool) -> compute -> metrics
+//! sampler -> weak views (pool) -> strong views (pool) -> [your batch stages] -> compute -> metrics
+//!                                                                    (cluster, asynchronous mode)
 //! ```
 //! Supervised training is the same pipeline with the strong-view stage switched off (no
-//! unlabeled samples), so supervised and FixMatch runs compare on equal terms.
+//! unlabeled samples), so supervised and FixMatch runs compare on equal terms. `protocon train`
+//! and `protocon bench pipeline` are thin callers of this module.
 
 use crate::config::{Decode, RunConfig};
 use anyhow::{bail, Context as _};
@@ -16,13 +19,17 @@ use protocon::model::{Network, NetworkOptions};
 use protocon::optim::SgdConfig;
 use protocon::protocon::DualLr;
 use protocon::schedule::CosineSchedule;
-use protocon::{Pipeline, PipelineBuilder, Profile, StageSpec};
-use protocon_stages::cluster::{ClusterJob, ClusterProgress, ClusterStage};
+use protocon::{Pipeline, PipelineBuilder, Port, Profile, Stage, StageError, StageSpec, WorkerInfo};
 use protocon_stages::augment::{AugmentRegistry, Augmenter, Image, Workspace};
-use protocon_stages::compute::{Algorithm, ComputeConfig, ComputeStage, Record, TestSet};
+use protocon_stages::batch::TrainBatch;
+use protocon_stages::cluster::{ClusterJob, ClusterProgress, ClusterStage};
+use protocon_stages::compute::{ComputeConfig, ComputeStage};
 use protocon_stages::metrics::{self, MetricsSink, Observer};
-use protocon_stages::sampler::{StepSchedule, StepSampler};
+use protocon_stages::objective::{Algorithm, AsyncClustering, Objective};
+use protocon_stages::record::{EvalRecord, Record};
+use protocon_stages::sampler::{StepSampler, StepSchedule};
 use protocon_stages::samples::{Samples, FILE_CHANNELS};
+use protocon_stages::test_set::TestSet;
 use protocon_stages::views::{Normalization, StrongViews, ViewSource, WeakViews};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -40,10 +47,17 @@ pub struct TrainOptions {
     pub observer: Option<Observer>,
 }
 
+impl TrainOptions {
+    /// Write into run directory `out`, from step 0, no trace, no early stop, no observer.
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        TrainOptions { out: out.into(), resume: None, trace: None, stop: Arc::new(AtomicBool::new(false)), observer: None }
+    }
+}
+
 /// What a finished run reports.
 pub struct TrainSummary {
     pub profile: Profile,
-    pub last_eval: Option<protocon_stages::compute::EvalRecord>,
+    pub last_eval: Option<EvalRecord>,
     pub steps_done: u64,
 }
 
@@ -133,7 +147,7 @@ fn folder_files(config: &RunConfig, subset: Subset) -> anyhow::Result<ImageFiles
 /// worker mid-run.
 fn check_view_shape(data: &dyn Samples, augmenter: &Augmenter, shape: [usize; 3], strong: bool) -> anyhow::Result<()> {
     let (mut bytes, mut img, mut view, mut ws) = (Vec::new(), Image::default(), Image::default(), Workspace::new());
-    data.load(0, &mut Region::whole, &mut bytes, &mut img).map_err(|e| anyhow::anyhow!("{e}"))?;
+    data.load(0, &mut Region::whole, &mut bytes, &mut img).map_err(stage_error)?;
     let chains = [(Augmenter::WEAK_VIEW, "augment.weak"), (Augmenter::strong_view_id(0), "augment.strong")];
     for (id, key) in chains.into_iter().take(if strong { 2 } else { 1 }) {
         augmenter.view(&img, augmenter.key(0, 0, id), &mut ws, &mut view, &mut Vec::new());
@@ -160,116 +174,308 @@ fn check_view_shape(data: &dyn Samples, augmenter: &Augmenter, shape: [usize; 3]
 const NORMALIZATION_SAMPLES: usize = 1000;
 
 /// A run's data, sampler schedule, augmentation source and compute stage, ready to be wired
-/// into a pipeline (by [`train`], or by `protocon bench pipeline`).
+/// into a pipeline ([`TrainingRun::prepare`]).
 pub struct Prepared {
-    pub schedule: Arc<StepSchedule>,
-    pub source: Arc<ViewSource>,
+    pub feed: Feed,
     pub compute: ComputeStage,
     /// Where the compute stage writes its checkpoint.
     pub checkpoint: PathBuf,
 }
 
-/// Load the data, make (or load) the split, and build the compute stage of `config`. Writes the
-/// split and the effective config into `out`, the run directory.
-pub fn prepare(config: &RunConfig, out: &Path) -> anyhow::Result<Prepared> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create run directory {}", out.display()))?;
-    if config.threads.compute > 0 {
-        std::env::set_var("RAYON_NUM_THREADS", config.threads.compute.to_string());
-        protocon::ops::set_num_threads(config.threads.compute);
-    }
-    let (train_data, shape) = train_samples(config)?;
-    let normalization_samples = match config.data.decode {
-        Decode::AtLoad => usize::MAX,
-        Decode::PerSample => NORMALIZATION_SAMPLES,
-    };
-    let norm = Normalization::of(&*train_data, normalization_samples).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let test = Arc::new(test_set(config, norm.clone())?);
-    let split = match &config.data.split {
-        Some(path) => Split::load(path, &*train_data)?,
-        None => Split::balanced(&*train_data, config.data.labels_per_class, config.seed)?,
-    };
-    split.save(out.join("split.json"))?;
-    let augmenter = Arc::new(config.augment.build(config.seed, &AugmentRegistry::with_builtins())?);
-    check_view_shape(&*train_data, &augmenter, shape, config.unlabeled_batch() > 0)?;
-    let classes = train_data.num_classes();
-    let unlabeled_batch = config.unlabeled_batch();
-    let schedule = Arc::new(StepSchedule {
-        seed: config.seed,
-        labeled: split.labeled().iter().map(|&i| i as u32).collect(),
-        unlabeled: if unlabeled_batch > 0 { split.unlabeled().iter().map(|&i| i as u32).collect() } else { Vec::new() },
-        labeled_batch: config.train.labeled_batch,
-        unlabeled_batch,
-    });
-    if unlabeled_batch > schedule.unlabeled.len() {
-        bail!("train: {unlabeled_batch} unlabeled images per step, but only {} unlabeled images", schedule.unlabeled.len());
-    }
-    std::fs::write(out.join("config.toml"), config.to_toml()?)?;
-
-    let t = &config.train;
-    let checkpoint = out.join("checkpoint.safetensors");
-    let compute_cfg = ComputeConfig {
-        algorithm: config.algorithm,
-        threshold: t.threshold,
-        lambda_u: t.lambda_u,
-        sgd: SgdConfig { lr: t.lr, momentum: t.momentum, weight_decay: t.weight_decay, nesterov: t.nesterov },
-        schedule: CosineSchedule::new(t.lr, t.warmup_steps, t.steps),
-        ema_decay: t.ema_decay,
-        eval_every: t.eval_every,
-        log_every: t.log_every,
-        checkpoint_every: t.checkpoint_every,
-        checkpoint: Some(checkpoint.clone()),
-        checkpoint_meta: serde_json::json!({
-            "config": serde_json::to_value(config)?,
-            "classes": classes,
-            "class_names": train_data.classes(),
-            "normalization": {"mean": norm.mean, "std": norm.std},
-        }),
-        nan_at_step: t.inject_nan_at_step,
-        protocon: (config.algorithm == Algorithm::Protocon).then(|| config.protocon.settings(config, schedule.unlabeled.len(), classes)),
-        steps_per_epoch: schedule.steps_per_epoch(),
-    };
-    let projection = (config.algorithm == Algorithm::Protocon).then_some(config.protocon.projection_dim);
-    let net_options = NetworkOptions { bn_momentum: config.model.bn_momentum, ..Default::default() };
-    let net = Network::build(config.model.arch, classes, projection, config.seed, &Device::Cpu, &net_options)?;
-    let ema_net = Network::build(config.model.arch, classes, projection, config.seed, &Device::Cpu, &net_options)?;
-    let compute = ComputeStage::new(compute_cfg, net, ema_net, Some(test)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let source = Arc::new(ViewSource { data: train_data, shape, augmenter, norm });
-    Ok(Prepared { schedule, source, compute, checkpoint })
+/// What the stages before the compute stage read: which samples each step uses, where their
+/// pixels and augmentations come from, and what plugged-in stages are told about the run.
+#[derive(Clone)]
+pub struct Feed {
+    pub schedule: Arc<StepSchedule>,
+    pub source: Arc<ViewSource>,
+    pub info: Arc<RunInfo>,
 }
 
-/// Train `config`, writing into `options.out`.
-pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainSummary> {
-    let out = &options.out;
-    let Prepared { schedule, source, mut compute, checkpoint: ckpt_path, .. } = prepare(config, out)?;
-    let t = &config.train;
-    let unlabeled_batch = config.unlabeled_batch();
+/// What a plugged-in batch stage or objective may need to know about the run it is part of.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// The effective config.
+    pub config: RunConfig,
+    /// Number of classes of the data set.
+    pub classes: usize,
+    /// Labeled and unlabeled images in the split.
+    pub labeled: usize,
+    pub unlabeled: usize,
+    /// Steps in one pass over the unlabeled set (over the labeled set when there is none).
+    pub steps_per_epoch: u64,
+}
 
-    let metrics_path = out.join("metrics.jsonl");
-    let mut start = 0;
-    if let Some(resume) = &options.resume {
-        let path = if resume.is_dir() { resume.join("checkpoint.safetensors") } else { resume.clone() };
-        let ck = Checkpoint::load(&path, &Device::Cpu)?;
-        compute.restore(&ck).map_err(|e| anyhow::anyhow!("resume from {}: {e}", path.display()))?;
-        start = ck.meta["step"].as_u64().unwrap_or(0);
-        metrics::truncate_after(&metrics_path, start)?;
-        eprintln!("resuming from {} at step {start}", path.display());
-    } else if metrics_path.exists() {
-        std::fs::remove_file(&metrics_path)?;
-    }
-    if start >= t.steps {
-        bail!("nothing to do: the checkpoint is at step {start} of {}", t.steps);
+/// Adds one plugged-in batch stage to a pipeline.
+type AddBatchStage = Box<dyn Fn(&mut PipelineBuilder, Port<TrainBatch>, &Arc<RunInfo>) -> Port<TrainBatch> + Send + Sync>;
+/// Makes a plugged-in objective.
+type MakeObjective = Box<dyn Fn(&RunInfo) -> anyhow::Result<Box<dyn Objective>> + Send + Sync>;
+
+/// A training run being assembled: the config, and what the caller plugs in. See the module
+/// documentation; `examples/custom-stages` is a worked example.
+///
+/// ```no_run
+/// # fn main() -> anyhow::Result<()> {
+/// use protocon_pipelines::{config::RunConfig, TrainingRun, TrainOptions};
+/// use protocon_stages::augment::AugmentRegistry;
+/// let config = RunConfig::parse(protocon_pipelines::config::DEFAULT_CONFIG, "built-in", &["train.steps=20".into()])?;
+/// let registry = AugmentRegistry::with_builtins(); // register your ops here
+/// let summary = TrainingRun::new(config).augmentations(registry).run(TrainOptions::new("runs/mine"))?;
+/// println!("{} steps", summary.steps_done);
+/// # Ok(()) }
+/// ```
+pub struct TrainingRun {
+    config: RunConfig,
+    registry: AugmentRegistry,
+    batch_stages: Vec<AddBatchStage>,
+    objective: Option<MakeObjective>,
+}
+
+impl TrainingRun {
+    /// A run of `config` with the built-in augmentation ops, no extra batch stage, and the
+    /// objective `config.algorithm` names.
+    pub fn new(config: RunConfig) -> Self {
+        TrainingRun { config, registry: AugmentRegistry::with_builtins(), batch_stages: Vec::new(), objective: None }
     }
 
-    let threads = &config.threads;
-    eprintln!(
-        "threads: compute {} (kernels), weak augmentation {} worker(s), strong augmentation {} worker(s); {} labeled / {} unlabeled images",
-        protocon::ops::num_threads(),
-        threads.weak_workers,
-        if unlabeled_batch > 0 { threads.strong_workers } else { 0 },
-        schedule.labeled.len(),
-        schedule.unlabeled.len()
-    );
-    if config.algorithm == Algorithm::Protocon {
+    /// The config this run trains.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    /// The augmentation ops `augment.weak` and `augment.strong` may name: start from
+    /// [`AugmentRegistry::with_builtins`] and register yours.
+    pub fn augmentations(mut self, registry: AugmentRegistry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Insert a stage between the collated batches and the compute stage (after any added
+    /// before it): MixUp, CutMix, a filter. `factory` makes one stage per worker
+    /// (`spec.workers`); batches may leave a pool out of order, the compute stage restores step
+    /// order. A stage that mixes labels sets [`TrainBatch::targets`].
+    pub fn batch_stage<S, F>(mut self, spec: StageSpec, factory: F) -> Self
+    where
+        S: Stage<In = TrainBatch, Out = TrainBatch>,
+        F: Fn(&RunInfo, &WorkerInfo) -> Result<S, StageError> + Send + Sync + 'static,
+    {
+        let factory = Arc::new(factory);
+        self.batch_stages.push(Box::new(move |p, batches, info| {
+            let (factory, info) = (factory.clone(), info.clone());
+            p.stage(spec.clone(), batches, move |worker| factory(&info, worker))
+        }));
+        self
+    }
+
+    /// Train towards the objective `factory` makes instead of `config.algorithm`'s. The network
+    /// has a projection head only when `config.algorithm` is `protocon`.
+    pub fn objective<F>(mut self, factory: F) -> Self
+    where
+        F: Fn(&RunInfo) -> anyhow::Result<Box<dyn Objective>> + Send + Sync + 'static,
+    {
+        self.objective = Some(Box::new(factory));
+        self
+    }
+
+    /// Load the data, make (or load) the split, and build the compute stage. Writes the split
+    /// and the effective config into `out`, the run directory.
+    pub fn prepare(&self, out: &Path) -> anyhow::Result<Prepared> {
+        let config = &self.config;
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create run directory {}", out.display()))?;
+        if config.threads.compute > 0 {
+            // candle's own CPU kernels take their thread count from this variable only (read at
+            // their first use); the fused kernels are told directly.
+            std::env::set_var("RAYON_NUM_THREADS", config.threads.compute.to_string());
+            protocon::ops::set_num_threads(config.threads.compute);
+        }
+        let (train_data, shape) = train_samples(config)?;
+        let normalization_samples = match config.data.decode {
+            Decode::AtLoad => usize::MAX,
+            Decode::PerSample => NORMALIZATION_SAMPLES,
+        };
+        let norm = Normalization::of(&*train_data, normalization_samples).map_err(stage_error)?;
+        let test = Arc::new(test_set(config, norm.clone())?);
+        let split = match &config.data.split {
+            Some(path) => Split::load(path, &*train_data)?,
+            None => Split::balanced(&*train_data, config.data.labels_per_class, config.seed)?,
+        };
+        split.save(out.join("split.json"))?;
+        let augmenter = Arc::new(config.augment.build(config.seed, &self.registry)?);
+        check_view_shape(&*train_data, &augmenter, shape, config.unlabeled_batch() > 0)?;
+        let classes = train_data.num_classes();
+        let unlabeled_batch = config.unlabeled_batch();
+        let schedule = Arc::new(StepSchedule {
+            seed: config.seed,
+            labeled: split.labeled().iter().map(|&i| i as u32).collect(),
+            unlabeled: if unlabeled_batch > 0 { split.unlabeled().iter().map(|&i| i as u32).collect() } else { Vec::new() },
+            labeled_batch: config.train.labeled_batch,
+            unlabeled_batch,
+        });
+        if unlabeled_batch > schedule.unlabeled.len() {
+            bail!("train: {unlabeled_batch} unlabeled images per step, but only {} unlabeled images", schedule.unlabeled.len());
+        }
+        std::fs::write(out.join("config.toml"), config.to_toml()?)?;
+        let info = Arc::new(RunInfo {
+            config: config.clone(),
+            classes,
+            labeled: schedule.labeled.len(),
+            unlabeled: schedule.unlabeled.len(),
+            steps_per_epoch: schedule.steps_per_epoch(),
+        });
+
+        let t = &config.train;
+        let checkpoint = out.join("checkpoint.safetensors");
+        let compute_cfg = ComputeConfig {
+            sgd: SgdConfig { lr: t.lr, momentum: t.momentum, weight_decay: t.weight_decay, nesterov: t.nesterov },
+            schedule: CosineSchedule::new(t.lr, t.warmup_steps, t.steps),
+            ema_decay: t.ema_decay,
+            eval_every: t.eval_every,
+            log_every: t.log_every,
+            checkpoint_every: t.checkpoint_every,
+            checkpoint: Some(checkpoint.clone()),
+            checkpoint_meta: serde_json::json!({
+                "config": serde_json::to_value(config)?,
+                "classes": classes,
+                "class_names": train_data.classes(),
+                "normalization": {"mean": norm.mean, "std": norm.std},
+            }),
+            nan_at_step: t.inject_nan_at_step,
+            steps_per_epoch: info.steps_per_epoch,
+        };
+        let objective = match &self.objective {
+            Some(make) => make(&info)?,
+            None => {
+                let protocon = (config.algorithm == Algorithm::Protocon).then(|| config.protocon.settings(config, info.unlabeled, classes));
+                config.algorithm.objective(t.threshold, t.lambda_u, protocon).map_err(stage_error)?
+            }
+        };
+        let projection = (config.algorithm == Algorithm::Protocon).then_some(config.protocon.projection_dim);
+        let net_options = NetworkOptions { bn_momentum: config.model.bn_momentum, ..Default::default() };
+        let net = Network::build(config.model.arch, classes, projection, config.seed, &Device::Cpu, &net_options)?;
+        let ema_net = Network::build(config.model.arch, classes, projection, config.seed, &Device::Cpu, &net_options)?;
+        let compute = ComputeStage::new(compute_cfg, net, ema_net, objective, Some(test));
+        let source = Arc::new(ViewSource { data: train_data, shape, augmenter, norm });
+        Ok(Prepared { feed: Feed { schedule, source, info }, compute, checkpoint })
+    }
+
+    /// Add `sampler -> weak-augment (-> strong-augment) -> the plugged-in batch stages` for steps
+    /// `start..end` to `p` (stopping early when `stop` is set); returns the batches' port.
+    pub fn add_batches(&self, p: &mut PipelineBuilder, feed: &Feed, start: u64, end: u64, stop: Arc<AtomicBool>) -> Port<TrainBatch> {
+        let threads = &self.config.threads;
+        let sched = feed.schedule.clone();
+        let plans = p.source(StageSpec::new("sampler").queue(threads.queue), move |_| {
+            Ok(StepSampler::new(sched.clone(), start, end, stop.clone()))
+        });
+        let s = feed.source.clone();
+        let mut batches = p.stage(StageSpec::new("weak-augment").workers(threads.weak_workers).queue(threads.queue), plans, move |_| {
+            Ok(WeakViews::new(s.clone()))
+        });
+        if self.config.unlabeled_batch() > 0 {
+            let s = feed.source.clone();
+            batches = p.stage(
+                StageSpec::new("strong-augment").workers(threads.strong_workers).queue(threads.queue),
+                batches,
+                move |_| Ok(StrongViews::new(s.clone())),
+            );
+        }
+        for add in &self.batch_stages {
+            batches = add(p, batches, &feed.info);
+        }
+        batches
+    }
+
+    /// Add the compute stage reading `batches` (and, with `protocon.staleness >= 1`, ProtoCon's
+    /// cluster stage beside it) to `p`, for a run starting at step `start`; returns the port of
+    /// its records.
+    pub fn add_compute(&self, p: &mut PipelineBuilder, mut compute: ComputeStage, batches: Port<TrainBatch>, start: u64) -> Port<Record> {
+        let staleness = self.config.protocon.staleness;
+        if let Some(pc) = compute.objective_mut().as_protocon().filter(|_| staleness > 0) {
+            let (jobs, port) = p.queue::<ClusterJob>("projections", staleness as usize);
+            let progress = ClusterProgress::new(start);
+            let stage = Mutex::new(Some(ClusterStage::new(pc.clustering(), progress.clone())));
+            pc.cluster_asynchronously(AsyncClustering { jobs, progress, staleness });
+            p.sink(StageSpec::new("cluster"), port, move |_| {
+                stage.lock().unwrap().take().ok_or_else(|| StageError::msg("the cluster stage has exactly one worker"))
+            });
+        }
+        let compute = Mutex::new(Some(compute));
+        p.stage(StageSpec::new("compute").queue(self.config.threads.queue.max(8)), batches, move |_| {
+            compute.lock().unwrap().take().ok_or_else(|| StageError::msg("the compute stage has exactly one worker"))
+        })
+    }
+
+    /// Train, writing metrics, checkpoints, the split, the config and the profile into
+    /// `options.out`.
+    pub fn run(self, options: TrainOptions) -> anyhow::Result<TrainSummary> {
+        let config = &self.config;
+        let out = &options.out;
+        let Prepared { feed, mut compute, checkpoint } = self.prepare(out)?;
+        let t = &config.train;
+
+        let metrics_path = out.join("metrics.jsonl");
+        let mut start = 0;
+        if let Some(resume) = &options.resume {
+            let path = if resume.is_dir() { resume.join("checkpoint.safetensors") } else { resume.clone() };
+            let ck = Checkpoint::load(&path, &Device::Cpu)?;
+            start = compute.restore(&ck).map_err(stage_error).with_context(|| format!("resume from {}", path.display()))?;
+            metrics::truncate_after(&metrics_path, start)?;
+            eprintln!("resuming from {} at step {start}", path.display());
+        } else if metrics_path.exists() {
+            std::fs::remove_file(&metrics_path)?;
+        }
+        if start >= t.steps {
+            bail!("nothing to do: the checkpoint is at step {start} of {}", t.steps);
+        }
+        self.report_settings(&feed.schedule);
+
+        let mut p = Pipeline::builder();
+        if let Some(path) = &options.trace {
+            p.trace(path);
+        }
+        let batches = self.add_batches(&mut p, &feed, start, t.steps, options.stop.clone());
+        let records = self.add_compute(&mut p, compute, batches, start);
+        let last_eval = Arc::new(Mutex::new(None));
+        let le = last_eval.clone();
+        let observer = Mutex::new(options.observer);
+        let mp = metrics_path.clone();
+        p.sink(StageSpec::new("metrics"), records, move |_| {
+            let le = le.clone();
+            let mut user = observer.lock().unwrap().take();
+            let observe: Observer = Box::new(move |r: &Record| {
+                if let Record::Eval(e) = r {
+                    *le.lock().unwrap() = Some(e.clone());
+                }
+                if let Some(u) = &mut user {
+                    u(r);
+                }
+            });
+            MetricsSink::append(&mp, Some(observe))
+        });
+        let report = p.run()?;
+        std::fs::write(out.join("profile.txt"), format!("{}\n", report.profile))?;
+        let steps_done = Checkpoint::load(&checkpoint, &Device::Cpu)
+            .ok()
+            .and_then(|c| c.meta["step"].as_u64())
+            .unwrap_or(start);
+        let last_eval = last_eval.lock().unwrap().clone();
+        Ok(TrainSummary { profile: report.profile, last_eval, steps_done })
+    }
+
+    /// Print the threads and, for ProtoCon, the derived settings, as the run starts.
+    fn report_settings(&self, schedule: &StepSchedule) {
+        let config = &self.config;
+        let threads = &config.threads;
+        let unlabeled_batch = config.unlabeled_batch();
+        eprintln!(
+            "threads: compute {} (kernels), weak augmentation {} worker(s), strong augmentation {} worker(s); {} labeled / {} unlabeled images",
+            protocon::ops::num_threads(),
+            threads.weak_workers,
+            if unlabeled_batch > 0 { threads.strong_workers } else { 0 },
+            schedule.labeled.len(),
+            schedule.unlabeled.len()
+        );
+        if config.algorithm != Algorithm::Protocon || self.objective.is_some() {
+            return;
+        }
         let pc = &config.protocon;
         let n = schedule.unlabeled.len();
         eprintln!(
@@ -291,68 +497,11 @@ pub fn train(config: &RunConfig, options: TrainOptions) -> anyhow::Result<TrainS
             }
         );
     }
-    let mut p = Pipeline::builder();
-    if let Some(path) = &options.trace {
-        p.trace(path);
-    }
-    let (sched, stop) = (schedule.clone(), options.stop.clone());
-    let end = t.steps;
-    let plans = p.source(StageSpec::new("sampler").queue(threads.queue), move |_| {
-        Ok(StepSampler::new(sched.clone(), start, end, stop.clone()))
-    });
-    let s = source.clone();
-    let mut batches = p.stage(StageSpec::new("weak-augment").workers(threads.weak_workers).queue(threads.queue), plans, move |_| {
-        Ok(WeakViews::new(s.clone()))
-    });
-    if unlabeled_batch > 0 {
-        let s = source.clone();
-        batches = p.stage(
-            StageSpec::new("strong-augment").workers(threads.strong_workers).queue(threads.queue),
-            batches,
-            move |_| Ok(StrongViews::new(s.clone())),
-        );
-    }
-    add_cluster_stage(&mut p, config, &mut compute, start);
-    let compute = Mutex::new(Some(compute));
-    let records = p.stage(StageSpec::new("compute").queue(threads.queue.max(8)), batches, move |_| {
-        compute.lock().unwrap().take().ok_or_else(|| protocon::StageError::msg("the compute stage has exactly one worker"))
-    });
-    let last_eval = Arc::new(Mutex::new(None));
-    let le = last_eval.clone();
-    let observer = Mutex::new(options.observer);
-    let mp = metrics_path.clone();
-    p.sink(StageSpec::new("metrics"), records, move |_| {
-        let le = le.clone();
-        let mut user = observer.lock().unwrap().take();
-        let observe: Observer = Box::new(move |r: &Record| {
-            if let Record::Eval(e) = r {
-                *le.lock().unwrap() = Some(e.clone());
-            }
-            if let Some(u) = &mut user {
-                u(r);
-            }
-        });
-        MetricsSink::append(&mp, Some(observe))
-    });
-    let report = p.run()?;
-    std::fs::write(out.join("profile.txt"), format!("{}\n", report.profile))?;
-    let steps_done = Checkpoint::load(&ckpt_path, &Device::Cpu).ok().and_then(|c| c.meta["step"].as_u64()).unwrap_or(start);
-    let last_eval = last_eval.lock().unwrap().clone();
-    Ok(TrainSummary { profile: report.profile, last_eval, steps_done })
 }
 
-/// With `protocon.staleness >= 1`, run ProtoCon's clustering in its own stage fed by the compute
-/// stage (see `protocon_stages::cluster`); otherwise the compute stage clusters synchronously.
-pub fn add_cluster_stage(p: &mut PipelineBuilder, config: &RunConfig, compute: &mut ComputeStage, start: u64) {
-    let staleness = config.protocon.staleness;
-    let Some(clustering) = compute.clustering().filter(|_| staleness > 0) else { return };
-    let (jobs, port) = p.queue::<ClusterJob>("projections", staleness as usize);
-    let progress = ClusterProgress::new(start);
-    compute.cluster_asynchronously(jobs, progress.clone(), staleness);
-    let stage = Mutex::new(Some(ClusterStage::new(clustering, progress)));
-    p.sink(StageSpec::new("cluster"), port, move |_| {
-        stage.lock().unwrap().take().ok_or_else(|| protocon::StageError::msg("the cluster stage has exactly one worker"))
-    });
+/// A stage's error for `anyhow`, its source chain kept.
+pub fn stage_error(e: StageError) -> anyhow::Error {
+    anyhow::Error::from_boxed(e.into_error())
 }
 
 /// The run directory for a config when `--out` is not given.

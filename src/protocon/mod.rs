@@ -175,8 +175,12 @@ pub struct StepInputs<'a> {
     pub q_x: &'a Tensor,
     pub q_w: &'a Tensor,
     pub q_s: &'a Tensor,
-    /// Labels of the labeled samples (u32).
+    /// Labels of the labeled samples (u32): the prototypes, Lp_x and the labeled images'
+    /// cluster agreement use them.
     pub labels: &'a Tensor,
+    /// Soft targets of the labeled samples (`b x C`) when a batch stage mixed them (MixUp):
+    /// Lx is then the cross-entropy against them; `labels` should hold each row's largest class.
+    pub targets_x: Option<&'a Tensor>,
     pub slots: &'a [u32],
     /// 0-based epoch of the step.
     pub epoch: u64,
@@ -369,7 +373,7 @@ impl ProtoCon {
         let protos = Tensor::from_slice(self.prototypes.matrix(), (c, d), &dev)?.to_dtype(dtype)?;
 
         // 3. Labeled losses.
-        let loss_x = crate::loss::cross_entropy(x.logits_x, x.labels)?;
+        let loss_x = crate::loss::labeled_cross_entropy(x.logits_x, x.labels, x.targets_x)?;
         let loss_px = crate::loss::cross_entropy(&(x.q_x.matmul(&protos.t()?)? / t)?, x.labels)?;
 
         // 4. Classifier pseudo-labels with the prior correction.
@@ -541,6 +545,7 @@ mod tests {
         let s = std::f32::consts::FRAC_1_SQRT_2;
         let q = t(&[1.0, 0.0, 0.0, 1.0], 2, 2);
         let inputs = StepInputs {
+            targets_x: None,
             logits_x: &t(&[0.0, 1.0, 0.0], 1, 3),
             logits_w: &t(&weak, 2, 3),
             logits_s: &t(&strong, 2, 3),

@@ -32,6 +32,11 @@ pub struct TrainBatch {
     pub plan: StepPlan,
     /// Labels of the labeled samples.
     pub labels: Vec<u32>,
+    /// Soft targets of the labeled samples, `labeled x classes` values with rows summing to
+    /// one, when a batch stage mixed images (MixUp, CutMix); `None`: `labels` are the targets.
+    /// Lx trains towards them; whatever else needs a class (ProtoCon's prototypes) keeps
+    /// `labels`, which such a stage sets to each row's largest class.
+    pub targets: Option<Vec<f32>>,
     /// True labels of the unlabeled samples: never used for training, only to report
     /// pseudo-label accuracy.
     pub hidden_labels: Vec<u32>,

@@ -1,7 +1,7 @@
 //! The metrics sink: appends each [`Record`] as one JSON line to `metrics.jsonl` (flushed per
 //! line, so a crashed run keeps what it logged) and hands it to an observer (a progress bar).
 
-use crate::compute::Record;
+use crate::record::Record;
 use protocon::{Control, Sink, StageError};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -165,7 +165,7 @@ impl Stage for WeakViews {
         }
         let labels = plan.labeled.iter().map(|&i| data.labels()[i as usize] as u32).collect();
         let hidden_labels = plan.unlabeled.iter().map(|&i| data.labels()[i as usize] as u32).collect();
-        ctx.emit(TrainBatch { plan, labels, hidden_labels, shape, images, sources })
+        ctx.emit(TrainBatch { plan, labels, targets: None, hidden_labels, shape, images, sources })
     }
 }
 

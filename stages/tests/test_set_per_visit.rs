@@ -5,7 +5,7 @@
 use candle_core::Device;
 use protocon::data::{folder, Fit, Labelled, LoadOptions, Subset};
 use protocon::model::{Arch, Network, NetworkOptions};
-use protocon_stages::compute::TestSet;
+use protocon_stages::test_set::TestSet;
 use protocon_stages::views::Normalization;
 
 mod common;

@@ -18,7 +18,7 @@ use protocon::data::{Labelled, Subset};
 use protocon::protocon::kmeans::similarities;
 use protocon::protocon::prior::softmax_rows;
 use protocon::protocon::{argmax_rows, ClusterLabels, ConstrainedKMeans, DualLr, KMeansConfig, MemoryBank, Prototypes};
-use protocon_stages::compute::TestSet;
+use protocon_stages::test_set::TestSet;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;

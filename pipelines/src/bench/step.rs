@@ -14,11 +14,12 @@
 use super::Spread;
 use anyhow::{ensure, Context as _};
 use candle_core::{DType, Device, Tensor};
-use protocon::loss;
 use protocon::model::{Arch, Mode, Network};
 use protocon::ops::Kernels;
 use protocon::optim::{Sgd, SgdConfig};
-use protocon::protocon::{ProtoCon, ProtoConConfig, StepInputs};
+use protocon::protocon::ProtoConConfig;
+use protocon_stages::objective::{FixMatch, Objective, ProtoConObjective, StepView};
+use protocon_stages::record::TrainRecord;
 use rand::{RngExt as _, SeedableRng};
 use std::time::Instant;
 
@@ -79,20 +80,28 @@ enum Baseline {
     None,
 }
 
-fn protocon_state(args: &Args) -> anyhow::Result<ProtoCon> {
-    Ok(ProtoCon::new(ProtoConConfig {
-        // Everything passes (as in the FixMatch step), with refinement on: the busiest step.
-        threshold: 0.0,
-        refine_after_epochs: 0,
-        ..ProtoConConfig::paper(args.classes, args.projection_dim, args.clusters, 1, args.bank_samples)
-    })?)
+/// The objective a benchmarked step trains towards: the compute stage's own.
+fn objective(args: &Args, algorithm: BenchAlgorithm) -> anyhow::Result<Box<dyn Objective>> {
+    Ok(match algorithm {
+        // Threshold 0 so every sample contributes (a realistic mid-training workload).
+        BenchAlgorithm::Fixmatch => Box::new(FixMatch { threshold: 0.0, lambda_u: 1.0 }),
+        BenchAlgorithm::Protocon => Box::new(
+            ProtoConObjective::new(ProtoConConfig {
+                // Everything passes (as in the FixMatch step), with refinement on: the busiest step.
+                threshold: 0.0,
+                refine_after_epochs: 0,
+                ..ProtoConConfig::paper(args.classes, args.projection_dim, args.clusters, 1, args.bank_samples)
+            })
+            .map_err(crate::train::stage_error)?,
+        ),
+    })
 }
 
 /// One algorithm's training step on a fixed synthetic batch.
 struct StepRunner {
     net: Network,
     opt: Sgd,
-    pc: Option<ProtoCon>,
+    objective: Box<dyn Objective>,
     x: Tensor,
     labels: Tensor,
     b: usize,
@@ -111,17 +120,14 @@ impl StepRunner {
         let dev = Device::Cpu;
         let projection = (algorithm == BenchAlgorithm::Protocon).then_some(args.projection_dim);
         let net = Network::new(args.model, args.classes, projection, 0, &dev)?.with_kernels(kernels);
-        let pc = match algorithm {
-            BenchAlgorithm::Protocon => Some(protocon_state(args)?),
-            BenchAlgorithm::Fixmatch => None,
-        };
+        let objective = objective(args, algorithm)?;
         let opt = Sgd::new(net.params(), SgdConfig::default());
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let n = args.labeled + 2 * args.unlabeled;
         let x = Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &dev)?;
         let labels: Vec<u32> = (0..args.labeled).map(|_| rng.random_range(0..args.classes as u32)).collect();
         let labels = Tensor::new(labels.as_slice(), &dev)?;
-        Ok(StepRunner { net, opt, pc, x, labels, b: args.labeled, u: args.unlabeled, bank_samples: args.bank_samples, steps_done: 0, last_phases: [0.0; 4] })
+        Ok(StepRunner { net, opt, objective, x, labels, b: args.labeled, u: args.unlabeled, bank_samples: args.bank_samples, steps_done: 0, last_phases: [0.0; 4] })
     }
 
     /// One step; returns its seconds and loss.
@@ -130,35 +136,21 @@ impl StepRunner {
         let start = Instant::now();
         let out = self.net.forward(&self.x, Mode::Train)?;
         let forwarded = Instant::now();
-        let logits_x = out.logits.narrow(0, 0, b)?;
-        let logits_w = out.logits.narrow(0, b, u)?;
-        let logits_s = out.logits.narrow(0, b + u, u)?;
-        let total = match (&mut self.pc, &out.projection) {
-            (Some(pc), Some(proj)) => {
-                let slots: Vec<u32> = (0..u).map(|j| ((self.steps_done * u + j) % self.bank_samples) as u32).collect();
-                let q_w = proj.narrow(0, b, u)?;
-                let clusters = pc.cluster(&slots, &q_w.detach().flatten_all()?.to_vec1::<f32>()?)?;
-                let inputs = StepInputs {
-                    logits_x: &logits_x,
-                    logits_w: &logits_w,
-                    logits_s: &logits_s,
-                    q_x: &proj.narrow(0, 0, b)?,
-                    q_w: &q_w,
-                    q_s: &proj.narrow(0, b + u, u)?,
-                    labels: &self.labels,
-                    slots: &slots,
-                    epoch: 1,
-                };
-                pc.step(&inputs, &clusters)?.loss
-            }
-            _ => {
-                let lx = loss::cross_entropy(&logits_x, &self.labels)?;
-                // Threshold 0 so every sample contributes (a realistic mid-training workload).
-                let (pseudo, mask) = loss::hard_pseudo_labels(&logits_w, 0.0)?;
-                let lu = loss::masked_cross_entropy(&logits_s, &pseudo, &mask)?;
-                (lx + lu)?
-            }
+        let slots: Vec<u32> = (0..u).map(|j| ((self.steps_done * u + j) % self.bank_samples) as u32).collect();
+        let view = StepView {
+            step: self.steps_done as u64,
+            epoch: 1,
+            logits: &out.logits,
+            projection: out.projection.as_ref(),
+            labeled: b,
+            unlabeled: u,
+            labels: &self.labels,
+            targets: None,
+            slots: &slots,
+            hidden_labels: &vec![0; u],
         };
+        let mut record = TrainRecord::new(view.step, view.epoch, 0.0);
+        let total = self.objective.loss(&view, None, &mut record).map_err(crate::train::stage_error)?;
         let lost = Instant::now();
         let grads = total.backward()?;
         let backwarded = Instant::now();

@@ -1,7 +1,7 @@
 //! `protocon bench pipeline --config C`: how much of a training step the pipeline fails to hide.
 //!
 //! Two runs of the same steps of config `C`, each with a fresh compute stage from
-//! [`crate::train::prepare`]:
+//! [`TrainingRun::prepare`], wired by the same [`TrainingRun`] methods that `train` uses:
 //!
 //! - **end to end**: sampler -> weak-augment -> strong-augment -> compute, wired as `train` wires
 //!   it (same stage names, workers and queues);
@@ -28,13 +28,12 @@
 
 use super::Spread;
 use crate::config::RunConfig;
-use crate::train::{prepare, Prepared};
+use crate::train::{Feed, Prepared, TrainingRun};
 use anyhow::{ensure, Context as _};
 use protocon::{Control, Pipeline, Profile, Sink, Source, StageError, StageSpec};
 use protocon_stages::batch::TrainBatch;
-use protocon_stages::compute::{ComputeStage, Record};
-use protocon_stages::sampler::{StepSampler, StepSchedule};
-use protocon_stages::views::{StrongViews, ViewSource, WeakViews};
+use protocon_stages::compute::ComputeStage;
+use protocon_stages::record::Record;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -101,65 +100,38 @@ impl Source for Replay {
     }
 }
 
-/// Add sampler -> weak-augment (-> strong-augment) for steps `0..end` to `p`, as `train` does.
-fn augmentation(
-    p: &mut protocon::PipelineBuilder,
-    config: &RunConfig,
-    schedule: &Arc<StepSchedule>,
-    source: &Arc<ViewSource>,
-    end: u64,
-) -> protocon::Port<TrainBatch> {
-    let threads = &config.threads;
-    let sched = schedule.clone();
-    let stop = Arc::new(AtomicBool::new(false));
-    let plans = p.source(StageSpec::new("sampler").queue(threads.queue), move |_| {
-        Ok(StepSampler::new(sched.clone(), 0, end, stop.clone()))
-    });
-    let s = source.clone();
-    let mut batches = p.stage(StageSpec::new("weak-augment").workers(threads.weak_workers).queue(threads.queue), plans, move |_| {
-        Ok(WeakViews::new(s.clone()))
-    });
-    if config.unlabeled_batch() > 0 {
-        let s = source.clone();
-        batches = p.stage(
-            StageSpec::new("strong-augment").workers(threads.strong_workers).queue(threads.queue),
-            batches,
-            move |_| Ok(StrongViews::new(s.clone())),
-        );
-    }
-    batches
+/// Add `run`'s batches for steps `0..end` to `p`, as `train` does.
+fn augmentation(p: &mut protocon::PipelineBuilder, run: &TrainingRun, feed: &Feed, end: u64) -> protocon::Port<TrainBatch> {
+    run.add_batches(p, feed, 0, end, Arc::new(AtomicBool::new(false)))
 }
 
 /// Add the compute stage reading `batches` and a [`StepClock`] after it.
-fn compute_and_clock(p: &mut protocon::PipelineBuilder, config: &RunConfig, mut compute: ComputeStage, batches: protocon::Port<TrainBatch>) -> Stamps {
-    crate::train::add_cluster_stage(p, config, &mut compute, 0);
-    let compute = Mutex::new(Some(compute));
-    let records = p.stage(StageSpec::new("compute").queue(config.threads.queue.max(8)), batches, move |_| {
-        compute.lock().unwrap().take().ok_or_else(|| StageError::msg("the compute stage has exactly one worker"))
-    });
+fn compute_and_clock(p: &mut protocon::PipelineBuilder, run: &TrainingRun, compute: ComputeStage, batches: protocon::Port<TrainBatch>) -> Stamps {
+    let records = run.add_compute(p, compute, batches, 0);
     let stamps: Stamps = Arc::default();
     let s = stamps.clone();
     p.sink(StageSpec::new("metrics"), records, move |_| Ok(StepClock(s.clone())));
     stamps
 }
 
-fn end_to_end(config: &RunConfig, prepared: Prepared, end: u64, trace: Option<&Path>) -> anyhow::Result<(Vec<Stamp>, Profile)> {
+fn end_to_end(run: &TrainingRun, prepared: Prepared, end: u64, trace: Option<&Path>) -> anyhow::Result<(Vec<Stamp>, Profile)> {
     let mut p = Pipeline::builder();
     if let Some(path) = trace {
         p.trace(path);
     }
-    let batches = augmentation(&mut p, config, &prepared.schedule, &prepared.source, end);
-    let stamps = compute_and_clock(&mut p, config, prepared.compute, batches);
+    let batches = augmentation(&mut p, run, &prepared.feed, end);
+    let stamps = compute_and_clock(&mut p, run, prepared.compute, batches);
     let report = p.run().context("end-to-end run")?;
     let stamps = stamps.lock().unwrap().clone();
     Ok((stamps, report.profile))
 }
 
-fn compute_only(config: &RunConfig, prepared: Prepared, end: u64) -> anyhow::Result<Vec<Stamp>> {
+fn compute_only(run: &TrainingRun, prepared: Prepared, end: u64) -> anyhow::Result<Vec<Stamp>> {
+    let config = run.config();
     // Augment every step first, with the same stages, outside the timed run.
     let kept = Arc::new(Mutex::new(Vec::new()));
     let mut p = Pipeline::builder();
-    let batches = augmentation(&mut p, config, &prepared.schedule, &prepared.source, end);
+    let batches = augmentation(&mut p, run, &prepared.feed, end);
     let k = kept.clone();
     p.sink(StageSpec::new("keep"), batches, move |_| Ok(Keep(k.clone())));
     p.run().context("pre-augmentation")?;
@@ -172,7 +144,7 @@ fn compute_only(config: &RunConfig, prepared: Prepared, end: u64) -> anyhow::Res
     let batches = p.source(StageSpec::new("batches-in-memory").queue(config.threads.queue), move |_| {
         replay.lock().unwrap().take().map(Replay).ok_or_else(|| StageError::msg("the replay source has exactly one worker"))
     });
-    let stamps = compute_and_clock(&mut p, config, prepared.compute, batches);
+    let stamps = compute_and_clock(&mut p, run, prepared.compute, batches);
     p.run().context("compute-only run")?;
     let stamps = stamps.lock().unwrap().clone();
     Ok(stamps)
@@ -223,7 +195,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     config.train.log_every = 1;
 
     let dir = std::env::temp_dir().join(format!("protocon-bench-pipeline-{}", std::process::id()));
-    let result = measure(&config, end, rounds, trace.as_deref(), &dir);
+    let result = measure(&TrainingRun::new(config.clone()), end, rounds, trace.as_deref(), &dir);
     std::fs::remove_dir_all(&dir).ok();
     let (e2e_runs, co_runs, profile) = result?;
 
@@ -312,18 +284,18 @@ type Measured = (Vec<Vec<Stamp>>, Vec<Vec<Stamp>>, Profile);
 
 /// `rounds` x (end to end, compute only), interleaved A B B A A B ... so that neither side
 /// always runs first; each run with a fresh compute stage.
-fn measure(config: &RunConfig, end: u64, rounds: usize, trace: Option<&Path>, dir: &Path) -> anyhow::Result<Measured> {
+fn measure(run: &TrainingRun, end: u64, rounds: usize, trace: Option<&Path>, dir: &Path) -> anyhow::Result<Measured> {
     let (mut e2e, mut co, mut profile) = (Vec::new(), Vec::new(), None);
     for round in 0..rounds {
         for end_to_end_now in if round % 2 == 0 { [true, false] } else { [false, true] } {
             if end_to_end_now {
                 eprintln!("round {}/{rounds}: end-to-end run, {end} steps", round + 1);
-                let (stamps, p) = end_to_end(config, prepare(config, dir)?, end, trace.filter(|_| round == 0))?;
+                let (stamps, p) = end_to_end(run, run.prepare(dir)?, end, trace.filter(|_| round == 0))?;
                 e2e.push(stamps);
                 profile = Some(p);
             } else {
                 eprintln!("round {}/{rounds}: compute-only run, augmenting {end} steps first, then {end} steps of compute", round + 1);
-                co.push(compute_only(config, prepare(config, dir)?, end)?);
+                co.push(compute_only(run, run.prepare(dir)?, end)?);
             }
         }
     }

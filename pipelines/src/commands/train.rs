@@ -1,10 +1,10 @@
 //! `protocon train`.
 
 use crate::config::{RunConfig, DEFAULT_CONFIG};
-use crate::train::{default_out, train, TrainOptions};
+use crate::train::{default_out, TrainOptions, TrainingRun};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use protocon_stages::compute::Record;
+use protocon_stages::record::Record;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -105,10 +105,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     });
     eprintln!("run directory: {}", out.display());
-    let summary = train(
-        &config,
-        TrainOptions { out: out.clone(), resume: args.resume.clone(), trace: args.trace.clone(), stop, observer: Some(observer) },
-    );
+    let summary = TrainingRun::new(config).run(TrainOptions {
+        out: out.clone(),
+        resume: args.resume.clone(),
+        trace: args.trace.clone(),
+        stop,
+        observer: Some(observer),
+    });
     bar.finish_and_clear();
     // Also after a failed run (a NaN loss): the curves up to the failure help find why.
     draw_curves(&out);
