@@ -22,6 +22,42 @@ pub enum CheckpointError {
     Format { path: PathBuf, reason: String },
     #[error("checkpoint {path} has no `{META_KEY}` metadata: not written by protocon")]
     MissingMeta { path: PathBuf },
+    #[error("checkpoint metadata is not a training run's: {reason}")]
+    BadMeta { reason: String },
+}
+
+/// What a training checkpoint records besides its tensors, read in this one place
+/// ([`Checkpoint::training_meta`]). Fields added later have defaults, so older checkpoints read.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainingMeta {
+    /// Steps trained: a resumed run continues at this step.
+    pub step: u64,
+    /// The network's architecture, by name.
+    #[serde(default)]
+    pub arch: String,
+    /// Best test accuracy of the raw and the EMA model so far.
+    #[serde(default)]
+    pub best_test_acc: f64,
+    #[serde(default)]
+    pub best_test_acc_ema: f64,
+    /// The run's effective config (the pipelines' `RunConfig`, as JSON; `null` when absent).
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// Classes of the data set, and their names.
+    #[serde(default)]
+    pub classes: Option<usize>,
+    #[serde(default)]
+    pub class_names: Vec<String>,
+    /// The per-channel normalisation the network was trained with.
+    #[serde(default)]
+    pub normalization: Option<NormalizationMeta>,
+}
+
+/// Per-channel mean and standard deviation of the training images (values in 0..1).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NormalizationMeta {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
 }
 
 /// Tensors plus JSON state.
@@ -58,6 +94,11 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// The metadata as a training run wrote it.
+    pub fn training_meta(&self) -> Result<TrainingMeta, CheckpointError> {
+        serde_json::from_value(self.meta.clone()).map_err(|e| CheckpointError::BadMeta { reason: e.to_string() })
+    }
+
     /// Read a checkpoint written by [`save`](Self::save).
     pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, CheckpointError> {
         let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })?;
@@ -89,6 +130,10 @@ mod tests {
         ck.save(&path).unwrap();
         let back = Checkpoint::load(&path, &dev).unwrap();
         assert_eq!(back.meta["step"], 7);
+        let meta = back.training_meta().unwrap();
+        assert_eq!((meta.step, meta.classes, meta.normalization), (7, None, None), "absent fields default");
+        let no_step = Checkpoint { tensors: HashMap::new(), meta: serde_json::json!({"arch": "cnn-small"}) };
+        assert!(no_step.training_meta().unwrap_err().to_string().contains("step"));
         assert_eq!(back.tensors["w"].to_vec1::<f32>().unwrap(), [1.5, -2.0]);
         assert!(!path.with_extension("safetensors.tmp").exists());
 

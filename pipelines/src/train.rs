@@ -454,7 +454,8 @@ impl TrainingRun {
         std::fs::write(out.join("profile.txt"), format!("{}\n", report.profile))?;
         let steps_done = Checkpoint::load(&checkpoint, &Device::Cpu)
             .ok()
-            .and_then(|c| c.meta["step"].as_u64())
+            .and_then(|c| c.training_meta().ok())
+            .map(|m| m.step)
             .unwrap_or(start);
         let last_eval = last_eval.lock().unwrap().clone();
         Ok(TrainSummary { profile: report.profile, last_eval, steps_done })

@@ -111,11 +111,9 @@ impl ComputeStage {
         self.ema_net.params().load(&part("ema.")).map_err(|e| StageError::msg(format!("checkpoint ema: {e}")))?;
         self.opt.load_state(&part("opt.")).map_err(|e| StageError::msg(format!("checkpoint optimizer: {e}")))?;
         self.objective.load_state(OBJECTIVE_PREFIX, &ck.tensors)?;
-        self.next_step = ck.meta["step"].as_u64().ok_or_else(|| StageError::msg("checkpoint has no `step`"))?;
-        self.best = (
-            ck.meta["best_test_acc"].as_f64().unwrap_or(0.0),
-            ck.meta["best_test_acc_ema"].as_f64().unwrap_or(0.0),
-        );
+        let meta = ck.training_meta()?;
+        self.next_step = meta.step;
+        self.best = (meta.best_test_acc, meta.best_test_acc_ema);
         Ok(self.next_step)
     }
 

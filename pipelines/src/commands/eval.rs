@@ -36,7 +36,7 @@ pub struct TrainedModel {
     pub norm: Normalization,
     pub classes: usize,
     pub net: Network,
-    pub step: serde_json::Value,
+    pub step: u64,
 }
 
 impl TrainedModel {
@@ -46,13 +46,12 @@ impl TrainedModel {
     pub fn load(checkpoint: &Path, raw: bool, projection: bool) -> anyhow::Result<TrainedModel> {
         let path = if checkpoint.is_dir() { checkpoint.join("checkpoint.safetensors") } else { checkpoint.to_path_buf() };
         let ck = Checkpoint::load(&path, &Device::Cpu)?;
-        let config: RunConfig = serde_json::from_value(ck.meta["config"].clone())
+        let meta = ck.training_meta().with_context(|| format!("checkpoint {}", path.display()))?;
+        let config: RunConfig = serde_json::from_value(meta.config)
             .with_context(|| format!("checkpoint {}: no run config in its metadata", path.display()))?;
-        let norm: Normalization = Normalization {
-            mean: serde_json::from_value(ck.meta["normalization"]["mean"].clone()).context("checkpoint normalization")?,
-            std: serde_json::from_value(ck.meta["normalization"]["std"].clone()).context("checkpoint normalization")?,
-        };
-        let classes = ck.meta["classes"].as_u64().context("checkpoint has no class count")? as usize;
+        let n = meta.normalization.with_context(|| format!("checkpoint {}: no normalization in its metadata", path.display()))?;
+        let norm = Normalization { mean: n.mean, std: n.std };
+        let classes = meta.classes.with_context(|| format!("checkpoint {}: no class count in its metadata", path.display()))?;
         let head = match (projection, config.algorithm) {
             (false, _) => None,
             (true, Algorithm::Protocon) => Some(config.protocon.projection_dim),
@@ -63,7 +62,7 @@ impl TrainedModel {
         let prefix = if raw { "model." } else { "ema." };
         let tensors: HashMap<_, _> = ck.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect();
         net.params().load(&tensors).with_context(|| format!("checkpoint {}", path.display()))?;
-        Ok(TrainedModel { path, config, norm, classes, net, step: ck.meta["step"].clone() })
+        Ok(TrainedModel { path, config, norm, classes, net, step: meta.step })
     }
 }
 
