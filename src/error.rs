@@ -5,8 +5,11 @@ use std::fmt;
 /// What a stage returns when it cannot go on.
 ///
 /// `Cancelled` is not a failure of the stage: the pipeline is being stopped (another stage
-/// failed, or the user asked to stop) and the stage should unwind. Any other error converts into
-/// `Failed` with `?`, so stage code can use its own typed errors.
+/// failed, or the user asked to stop) and the stage should unwind. The errors of this crate,
+/// candle's, I/O and JSON errors convert into `Failed` with `?`; other crates add `From` for
+/// their own error types ([`StageError::failed`] wraps any error). `StageError` is itself a
+/// `std::error::Error` that is transparent over its cause: it displays as the cause, and its
+/// `source` is the cause's, so `anyhow` and `#[source]` fields keep the whole chain.
 pub enum StageError {
     /// The pipeline is shutting down; return promptly.
     Cancelled,
@@ -19,30 +22,33 @@ impl StageError {
     pub fn msg(message: impl Into<String>) -> Self {
         StageError::Failed(message.into().into())
     }
-}
 
-/// The "cancelled" cause of [`StageError::into_error`].
-#[derive(Debug, thiserror::Error)]
-#[error("cancelled")]
-pub struct Cancelled;
-
-impl StageError {
-    /// The cause as an error value with its source chain (for `anyhow` in a binary, or a
-    /// library error's `#[source]`): `StageError` itself cannot implement `std::error::Error`,
-    /// since its blanket `From` lets any error convert into it with `?`.
-    pub fn into_error(self) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        match self {
-            StageError::Cancelled => Box::new(Cancelled),
-            StageError::Failed(cause) => cause,
-        }
-    }
-}
-
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for StageError {
-    fn from(error: E) -> Self {
+    /// A failure caused by `error` (its source chain kept).
+    pub fn failed(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         StageError::Failed(Box::new(error))
     }
 }
+
+/// `?` on these errors in stage code makes a [`StageError::Failed`].
+macro_rules! failed_from {
+    ($($t:ty),* $(,)?) => {
+        $(impl From<$t> for StageError {
+            fn from(error: $t) -> Self {
+                StageError::failed(error)
+            }
+        })*
+    };
+}
+
+failed_from!(
+    candle_core::Error,
+    std::io::Error,
+    serde_json::Error,
+    crate::checkpoint::CheckpointError,
+    crate::data::DataError,
+    crate::protocon::ProtoConError,
+    PipelineError,
+);
 
 impl fmt::Debug for StageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -54,17 +60,30 @@ impl fmt::Display for StageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StageError::Cancelled => f.write_str("cancelled"),
-            StageError::Failed(cause) => {
-                write!(f, "{cause}")?;
-                let mut source = cause.source();
-                while let Some(s) = source {
-                    write!(f, ": {s}")?;
-                    source = s.source();
-                }
-                Ok(())
-            }
+            StageError::Failed(cause) => fmt::Display::fmt(cause, f),
         }
     }
+}
+
+impl std::error::Error for StageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StageError::Cancelled => None,
+            StageError::Failed(cause) => cause.source(),
+        }
+    }
+}
+
+/// `error` and its sources, joined by ": " (what a log line or a flattened cause shows).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Why a pipeline did not complete.

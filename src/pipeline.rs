@@ -630,7 +630,7 @@ fn conclude<H>(
         Ok(Ok(())) | Ok(Err(StageError::Cancelled)) => {
             supervisor.notify(ControlEvent::WorkerFinished { stage: stage.clone(), worker })
         }
-        Ok(Err(e)) => failed(e.to_string(), false),
+        Ok(Err(e)) => failed(crate::error::error_chain(&e), false),
         Err(payload) => {
             let cause = payload
                 .downcast_ref::<&str>()

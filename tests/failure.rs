@@ -32,7 +32,7 @@ impl Stage for Explode {
         if x == self.at {
             *self.when.lock().unwrap() = Some(Instant::now());
             match self.how {
-                How::Error => return Err(BadItem(x).into()),
+                How::Error => return Err(StageError::failed(BadItem(x))),
                 How::Panic => panic!("boom at item {x}"),
             }
         }
@@ -122,6 +122,30 @@ fn a_factory_error_is_a_stage_failure() {
     let err = p.run().unwrap_err();
     assert_eq!(err.stage(), Some("model"));
     assert!(err.to_string().contains("weights file missing"));
+}
+
+/// A cause with a source: the pipeline's error names both, and `StageError` is a
+/// `std::error::Error` that hands the cause's chain on (displays as the cause, `source` is the
+/// cause's source), so `anyhow` prints each link once.
+#[test]
+fn a_stage_error_keeps_its_source_chain() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read shard 3")]
+    struct ShardError(#[source] std::io::Error);
+    let cause = || ShardError(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"));
+
+    let e = StageError::failed(cause());
+    assert_eq!(e.to_string(), "cannot read shard 3");
+    let source = std::error::Error::source(&e).expect("the cause's source");
+    assert_eq!(source.to_string(), "no such file");
+    assert_eq!(protocon::error::error_chain(&e), "cannot read shard 3: no such file");
+
+    let mut p = Pipeline::builder();
+    let produced = Arc::new(AtomicU64::new(0));
+    let numbers = p.source(StageSpec::new("numbers"), move |_| Ok(Numbers::new(None, produced.clone())));
+    p.sink(StageSpec::new("reader"), numbers, move |_| -> Result<Collect, StageError> { Err(StageError::failed(cause())) });
+    let err = p.run().unwrap_err();
+    assert!(err.to_string().contains("cannot read shard 3: no such file"), "{err}");
 }
 
 #[test]

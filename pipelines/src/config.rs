@@ -134,43 +134,50 @@ impl Preset {
         let default = ProtoconSection::default();
         match self {
             Preset::Default => default,
-            Preset::Paper => ProtoconSection {
-                preset: Preset::Paper,
-                dual_lr: DualLr::Fixed(20.0),
-                refine_min_agreement: 0.0,
-                ..default
-            },
+            Preset::Paper => {
+                let paper = ProtoConConfig::paper(0, default.projection_dim, 0, default.heads, 0);
+                ProtoconSection {
+                    preset: Preset::Paper,
+                    dual_lr: DualLr::Fixed(paper.dual_lr),
+                    refine_min_agreement: paper.refine_min_agreement,
+                    ..default
+                }
+            }
         }
     }
 }
 
 impl Default for ProtoconSection {
+    /// The paper's numbers come from the core's one table ([`ProtoConConfig::paper`]); the
+    /// section adds what only a config has: the preset, `dual_lr = "auto"`, `min_cluster_size`,
+    /// the refinement gate, distribution alignment's window and the asynchronous clustering.
     fn default() -> Self {
+        let paper = ProtoConConfig::paper(0, 64, 0, 1, 0);
         ProtoconSection {
             preset: Preset::Default,
-            projection_dim: 64,
+            projection_dim: paper.dim,
             clusters: 0,
             min_cluster_size: 200,
-            heads: 1,
-            temperature: 0.1,
-            target_temperature: 0.02,
+            heads: paper.heads,
+            temperature: paper.temperature,
+            target_temperature: paper.target_temperature,
             dual_lr: DualLr::Auto,
-            gamma: 0.9,
-            alpha: 0.8,
-            refine_after_epochs: 20,
+            gamma: paper.gamma,
+            alpha: paper.alpha,
+            refine_after_epochs: paper.refine_after_epochs,
             refine_min_agreement: 0.5,
             prior: PriorKind::Debias,
-            debias_margin: 0.5,
+            debias_margin: PriorCorrection::DEBIAS_MARGIN,
             strong_margin: None,
-            prior_momentum: 0.999,
+            prior_momentum: PriorCorrection::PRIOR_MOMENTUM,
             alignment_window: 32,
-            cluster_labels: ClusterLabels::Weighted,
-            center_momentum: 0.9,
-            weight_px: 1.0,
-            weight_pu: 1.0,
-            weight_c: 1.0,
-            mask_from: MaskFrom::Refined,
-            target: Target::Soft,
+            cluster_labels: paper.cluster_labels,
+            center_momentum: paper.center_momentum,
+            weight_px: paper.weights.px,
+            weight_pu: paper.weights.pu,
+            weight_c: paper.weights.c,
+            mask_from: paper.mask_from,
+            target: paper.target,
             staleness: 0,
         }
     }

@@ -147,7 +147,7 @@ fn folder_files(config: &RunConfig, subset: Subset) -> anyhow::Result<ImageFiles
 /// worker mid-run.
 fn check_view_shape(data: &dyn Samples, augmenter: &Augmenter, shape: [usize; 3], strong: bool) -> anyhow::Result<()> {
     let (mut bytes, mut img, mut view, mut ws) = (Vec::new(), Image::default(), Image::default(), Workspace::new());
-    data.load(0, &mut Region::whole, &mut bytes, &mut img).map_err(stage_error)?;
+    data.load(0, &mut Region::whole, &mut bytes, &mut img)?;
     let chains = [(Augmenter::WEAK_VIEW, "augment.weak"), (Augmenter::strong_view_id(0), "augment.strong")];
     for (id, key) in chains.into_iter().take(if strong { 2 } else { 1 }) {
         augmenter.view(&img, augmenter.key(0, 0, id), &mut ws, &mut view, &mut Vec::new());
@@ -292,7 +292,7 @@ impl TrainingRun {
             Decode::AtLoad => usize::MAX,
             Decode::PerSample => NORMALIZATION_SAMPLES,
         };
-        let norm = Normalization::of(&*train_data, normalization_samples).map_err(stage_error)?;
+        let norm = Normalization::of(&*train_data, normalization_samples)?;
         let test = Arc::new(test_set(config, norm.clone())?);
         let split = match &config.data.split {
             Some(path) => Split::load(path, &*train_data)?,
@@ -345,7 +345,7 @@ impl TrainingRun {
             Some(make) => make(&info)?,
             None => {
                 let protocon = (config.algorithm == Algorithm::Protocon).then(|| config.protocon.settings(config, info.unlabeled, classes));
-                config.algorithm.objective(t.threshold, t.lambda_u, protocon).map_err(stage_error)?
+                config.algorithm.objective(t.threshold, t.lambda_u, protocon)?
             }
         };
         let projection = (config.algorithm == Algorithm::Protocon).then_some(config.protocon.projection_dim);
@@ -416,7 +416,7 @@ impl TrainingRun {
         if let Some(resume) = &options.resume {
             let path = if resume.is_dir() { resume.join("checkpoint.safetensors") } else { resume.clone() };
             let ck = Checkpoint::load(&path, &Device::Cpu)?;
-            start = compute.restore(&ck).map_err(stage_error).with_context(|| format!("resume from {}", path.display()))?;
+            start = compute.restore(&ck).with_context(|| format!("resume from {}", path.display()))?;
             metrics::truncate_after(&metrics_path, start)?;
             eprintln!("resuming from {} at step {start}", path.display());
         } else if metrics_path.exists() {
@@ -498,11 +498,6 @@ impl TrainingRun {
             }
         );
     }
-}
-
-/// A stage's error for `anyhow`, its source chain kept.
-pub fn stage_error(e: StageError) -> anyhow::Error {
-    anyhow::Error::from_boxed(e.into_error())
 }
 
 /// The run directory for a config when `--out` is not given.

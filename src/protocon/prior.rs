@@ -21,9 +21,15 @@ pub enum PriorCorrection {
     DistributionAlignment { window: usize },
 }
 
+impl PriorCorrection {
+    /// The paper script's debias margin and prior momentum (protocon.md s.5).
+    pub const DEBIAS_MARGIN: f32 = 0.5;
+    pub const PRIOR_MOMENTUM: f32 = 0.999;
+}
+
 impl Default for PriorCorrection {
     fn default() -> Self {
-        PriorCorrection::Debias { margin: 0.5, strong_margin: 0.5, momentum: 0.999 }
+        PriorCorrection::Debias { margin: Self::DEBIAS_MARGIN, strong_margin: Self::DEBIAS_MARGIN, momentum: Self::PRIOR_MOMENTUM }
     }
 }
 

@@ -66,8 +66,17 @@ pub struct ComputeStage {
 /// state was the first there; kept so older checkpoints resume).
 const OBJECTIVE_PREFIX: &str = "protocon.";
 
-fn failed(step: u64, e: impl std::fmt::Display) -> StageError {
-    StageError::msg(format!("step {step}: {e}"))
+/// A training step that failed, with why (its source).
+#[derive(Debug, thiserror::Error)]
+#[error("step {step}")]
+pub struct StepError {
+    pub step: u64,
+    #[source]
+    pub cause: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+fn failed(step: u64, e: impl std::error::Error + Send + Sync + 'static) -> StageError {
+    StageError::failed(StepError { step, cause: Box::new(e) })
 }
 
 impl ComputeStage {

@@ -92,7 +92,7 @@ fn objective(args: &Args, algorithm: BenchAlgorithm) -> anyhow::Result<Box<dyn O
                 refine_after_epochs: 0,
                 ..ProtoConConfig::paper(args.classes, args.projection_dim, args.clusters, 1, args.bank_samples)
             })
-            .map_err(crate::train::stage_error)?,
+?,
         ),
     })
 }
@@ -150,7 +150,7 @@ impl StepRunner {
             hidden_labels: &vec![0; u],
         };
         let mut record = TrainRecord::new(view.step, view.epoch, 0.0);
-        let total = self.objective.loss(&view, None, &mut record).map_err(crate::train::stage_error)?;
+        let total = self.objective.loss(&view, None, &mut record)?;
         let lost = Instant::now();
         let grads = total.backward()?;
         let backwarded = Instant::now();

@@ -44,3 +44,9 @@ impl AugmentError {
         AugmentError::BadParams { op: op.into(), message: message.into() }
     }
 }
+
+impl From<AugmentError> for protocon::StageError {
+    fn from(error: AugmentError) -> Self {
+        protocon::StageError::failed(error)
+    }
+}
