@@ -171,7 +171,10 @@ impl ComputeStage {
         let x = Tensor::from_vec(batch.images, (n, c, h, w), &self.device)?;
         let labels = Tensor::new(batch.labels.as_slice(), &self.device)?;
         let targets = match batch.targets {
-            Some(t) if b > 0 && t.len() % b == 0 => Some(Tensor::from_vec(t.clone(), (b, t.len() / b), &self.device)?),
+            Some(t) if b > 0 && t.len() % b == 0 => {
+                let classes = t.len() / b;
+                Some(Tensor::from_vec(t, (b, classes), &self.device)?)
+            }
             Some(t) => return Err(StageError::msg(format!("step {step}: {} soft target values for {b} labeled samples", t.len()))),
             None => None,
         };
