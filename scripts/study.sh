@@ -105,6 +105,8 @@ for v in sys.argv[2:]:
         recs = [json.loads(l) for l in m.read_text().splitlines()]
         evals = [r for r in recs if r["kind"] == "eval"]
         trains = [r for r in recs if r["kind"] == "train"]
+        if not (m.parent / "done").exists() or not evals:
+            continue  # still training (or cut off): not in the table
         final.append(100 * evals[-1]["test_acc_ema"]); best.append(100 * evals[-1]["best_test_acc_ema"])
         at200 += [100 * r["test_acc_ema"] for r in evals if r["step"] + 1 == 200]  # the eval after 200 steps
         cl = [r["cluster_label_acc"] for r in trains[-10:] if r.get("cluster_label_acc") is not None]
@@ -115,8 +117,10 @@ for v in sys.argv[2:]:
         done = m.parent / "done"
         if done.exists() and not (m.parent / "resumed").exists():
             wall.append(int(done.read_text()))
+    if not final:
+        continue
     sd = lambda x: statistics.stdev(x) if len(x) > 1 else 0.0
     per_seed = " / ".join(f"{f:.2f}" for f in final)
     a200 = f"{statistics.mean(at200):.2f} ± {sd(at200):.2f}" if at200 else "n/a"
-    print(f"| {v} | {len(runs)} | {statistics.mean(final):.2f} ± {sd(final):.2f} | {statistics.mean(best):.2f} ± {sd(best):.2f} | {per_seed} | {a200} | {statistics.mean(mask):.2f} | {statistics.mean(mpl):.2f} | {statistics.mean(clacc):.1f} | {f'{statistics.mean(wall):.0f} s' if wall else 'n/a'} |")
+    print(f"| {v} | {len(final)} | {statistics.mean(final):.2f} ± {sd(final):.2f} | {statistics.mean(best):.2f} ± {sd(best):.2f} | {per_seed} | {a200} | {statistics.mean(mask):.2f} | {statistics.mean(mpl):.2f} | {statistics.mean(clacc):.1f} | {f'{statistics.mean(wall):.0f} s' if wall else 'n/a'} |")
 PY
