@@ -77,9 +77,14 @@ run() { # variant seed
   local resume=()
   if [ -f "$dir/checkpoint.safetensors" ]; then resume=(--resume "$dir"); touch "$dir/resumed"; fi
   local start=$SECONDS
-  "$BIN" train --quiet --config "$CONFIG" --split "$OUT/split-$seed.json" --out "$dir" \
+  # `done` only for a run that finished: a killed or failed one resumes next time (the function
+  # runs in `bash -c`, where `set -e` does not hold).
+  if ! "$BIN" train --quiet --config "$CONFIG" --split "$OUT/split-$seed.json" --out "$dir" \
     --set "data.dataset=$DATA" --set "seed=$seed" --set "name=$variant-$seed" --set threads.compute=1 \
-    "${extra[@]}" "${resume[@]}" >> "$dir.log" 2>&1
+    "${extra[@]}" "${resume[@]}" >> "$dir.log" 2>&1; then
+    echo "$variant seed $seed: failed or stopped after $((SECONDS - start)) s (see $dir.log)"
+    return 1
+  fi
   echo $((SECONDS - start)) > "$dir/done"
   echo "$variant seed $seed: $(tail -n 3 "$dir.log" | grep 'after' || true) ($((SECONDS - start)) s)"
 }
