@@ -6,7 +6,7 @@ use super::{pseudo_label_stats, Objective, StepView};
 use crate::cluster::{ClusterJob, ClusterProgress};
 use crate::record::{EpochRecord, TrainRecord};
 use candle_core::Tensor;
-use ::protocon::protocon::{Clustering, ProtoCon, ProtoConConfig, ProtoConError, StepInputs};
+use ::protocon::protocon::{Clustering, ProtoCon, ProtoConConfig, StepInputs};
 use ::protocon::{Control, QueueSender, StageError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,13 +26,9 @@ pub struct AsyncClustering {
     pub staleness: u64,
 }
 
-fn pc_error(e: ProtoConError) -> StageError {
-    StageError::from(e)
-}
-
 impl ProtoConObjective {
     pub fn new(cfg: ProtoConConfig) -> Result<Self, StageError> {
-        Ok(ProtoConObjective { pc: ProtoCon::new(cfg).map_err(pc_error)?, cluster_async: None })
+        Ok(ProtoConObjective { pc: ProtoCon::new(cfg)?, cluster_async: None })
     }
 
     /// The clustering and bank, for a cluster stage to share.
@@ -45,11 +41,6 @@ impl ProtoConObjective {
     /// clustering lags by at most `a.staleness >= 1` steps.
     pub fn cluster_asynchronously(&mut self, a: AsyncClustering) {
         self.cluster_async = Some(AsyncClustering { staleness: a.staleness.max(1), ..a });
-    }
-
-    /// The ProtoCon state (bank, prototypes, prior).
-    pub fn state_machine(&self) -> &ProtoCon {
-        &self.pc
     }
 }
 
@@ -72,7 +63,7 @@ impl Objective for ProtoConObjective {
                 a.jobs.send(ClusterJob { step: view.step, slots: slots.to_vec(), q_w: q_w_values }, control)?;
                 recorded
             }
-            _ => self.pc.cluster(slots, &q_w_values).map_err(pc_error)?,
+            _ => self.pc.cluster(slots, &q_w_values)?,
         };
         let [logits_x, logits_w, logits_s] = view.logits_parts()?;
         let inputs = StepInputs {
@@ -87,7 +78,7 @@ impl Objective for ProtoConObjective {
             slots,
             epoch: view.epoch,
         };
-        let o = self.pc.step(&inputs, &clusters).map_err(pc_error)?;
+        let o = self.pc.step(&inputs, &clusters)?;
         let hidden = view.hidden_labels;
         (record.mask_rate, record.pseudo_label_acc, record.pseudo_label_acc_all) = pseudo_label_stats(&o.pseudo_labels, &o.mask, hidden);
         let accuracy = |pred: &[u32]| pred.iter().zip(hidden).filter(|(p, y)| p == y).count() as f64 / u.max(1) as f64;
