@@ -443,8 +443,12 @@ impl Default for ThreadsSection {
     }
 }
 
-/// The config that `protocon train` uses without `--config`.
-pub const DEFAULT_CONFIG: &str = include_str!("../../configs/fashion-mnist-40.toml");
+/// The config that `protocon train` uses without `--config`: ProtoCon on Fashion-MNIST with 40
+/// labels, at the budget the fourth study measured (3,000 steps on 6,000 images; see the file).
+pub const DEFAULT_CONFIG: &str = include_str!("../../configs/fashion-mnist-40-protocon.toml");
+
+/// Where [`DEFAULT_CONFIG`] comes from, for messages.
+pub const DEFAULT_CONFIG_ORIGIN: &str = "configs/fashion-mnist-40-protocon.toml (built in)";
 
 impl RunConfig {
     /// Parse TOML `text` (from `origin`, for messages), apply `overrides` (`key=value`), check.
@@ -635,6 +639,21 @@ mod tests {
         assert_eq!(c.model.arch.to_string(), "wrn-28-2");
     }
 
+    /// `protocon train` without a config trains ProtoCon at the budget the fourth study measured
+    /// (docs/results.md), and FixMatch at that same budget is one override away.
+    #[test]
+    fn the_default_is_protocon_at_the_studied_budget_and_fixmatch_is_one_set_away() {
+        let c = RunConfig::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_ORIGIN, &[]).unwrap();
+        assert_eq!(c.algorithm, Algorithm::Protocon);
+        assert_eq!((c.train.steps, c.data.train_limit, c.unlabeled_batch()), (3000, Some(6000), 56));
+        assert_eq!((c.protocon.preset, c.protocon.dual_lr), (Preset::Default, DualLr::Auto));
+        // >= 20 epochs of the unlabeled set, so refinement runs for most of training.
+        let unlabeled = 6000 - 10 * c.data.labels_per_class;
+        assert!(c.train.steps as usize * c.unlabeled_batch() / unlabeled >= 20);
+        let fixmatch = RunConfig::parse(DEFAULT_CONFIG, "default", &["algorithm=fixmatch".into()]).unwrap();
+        assert_eq!((fixmatch.algorithm, fixmatch.train.steps, fixmatch.data.train_limit), (Algorithm::Fixmatch, 3000, Some(6000)));
+    }
+
     #[test]
     fn unknown_keys_are_named() {
         let err = RunConfig::parse(DEFAULT_CONFIG, "my.toml", &["train.stepz=7".into()]).unwrap_err();
@@ -643,9 +662,9 @@ mod tests {
         let err = RunConfig::parse(DEFAULT_CONFIG, "my.toml", &["colour=1".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("colour"));
         // Straight from a file: the line of the bad key is shown.
-        let text = DEFAULT_CONFIG.replace("steps = 1000", "stepz = 1000");
+        let text = DEFAULT_CONFIG.replace("steps = 3000", "stepz = 3000");
         let err = format!("{:#}", RunConfig::parse(&text, "f.toml", &[]).unwrap_err());
-        assert!(err.contains("f.toml") && err.contains("line") && err.contains("stepz = 1000"), "{err}");
+        assert!(err.contains("f.toml") && err.contains("line") && err.contains("stepz = 3000"), "{err}");
     }
 
     #[test]

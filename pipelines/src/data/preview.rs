@@ -7,7 +7,7 @@
 //! "per-sample"` the views are made from each file at its own size, and the original is shown
 //! resized into a cell of the views' size.
 
-use crate::config::{RunConfig, DEFAULT_CONFIG};
+use crate::config::{RunConfig, DEFAULT_CONFIG, DEFAULT_CONFIG_ORIGIN};
 use crate::train::train_samples;
 use anyhow::Context as _;
 use protocon::data::jpeg::Region;
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Run config whose [data] and [augment] sections are previewed (default: the built-in
-    /// fashion-mnist-40 config).
+    /// config of `protocon train`).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Output PNG; the ops are listed in the same path with `.txt`.
@@ -113,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.workers >= 1 && args.samples >= 1 && args.scale >= 1, "--workers, --samples and --scale must be at least 1");
     let mut config = match &args.config {
         Some(p) => RunConfig::load(p, &args.set)?,
-        None => RunConfig::parse(DEFAULT_CONFIG, "configs/fashion-mnist-40.toml (built in)", &args.set)?,
+        None => RunConfig::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_ORIGIN, &args.set)?,
     };
     config.data.train_limit = Some(args.samples);
     let seed = args.seed.unwrap_or(config.seed);
