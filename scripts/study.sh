@@ -16,8 +16,8 @@
 #                                 losses off (-no-proj must train exactly as FixMatch does)
 # Earlier diagnostics (docs/results.md, first study): protocon-dual-lr-2.5, protocon-mask-pw,
 # protocon-dual-lr-2.5-mask-pw, protocon-both-no-lc, protocon-both-no-lp (all on the paper preset).
-# Writes runs under $OUT, an overlay figure and a summary table (docs/results.md is written from it
-# by hand). Finished runs (a `done` file) are skipped and cut-off runs continue from their last
+# Writes runs under $OUT, an overlay figure, the results table (`protocon compare --md`, also in
+# $OUT/table.md: the README's table) and pseudo-label diagnostics. Finished runs (a `done` file) are skipped and cut-off runs continue from their last
 # checkpoint, so the script resumes.
 #
 #   scripts/study.sh                                   # the main comparison, seeds 0 1 2, 2 at a time
@@ -93,39 +93,38 @@ export BIN OUT CONFIG DATA STEPS EXTRA
 for seed in $SEEDS; do for variant in $VARIANTS; do echo "$variant $seed"; done; done \
   | xargs -P "$JOBS" -L 1 bash -c 'run "$0" "$1"'
 
-dirs=()
-for variant in $VARIANTS; do for seed in $SEEDS; do if [ -f "$OUT/$variant-$seed/metrics.jsonl" ]; then dirs+=("$OUT/$variant-$seed"); fi; done; done
+dirs=() done_dirs=()
+for variant in $VARIANTS; do for seed in $SEEDS; do
+  if [ -f "$OUT/$variant-$seed/metrics.jsonl" ]; then dirs+=("$OUT/$variant-$seed"); fi
+  if [ -f "$OUT/$variant-$seed/done" ]; then done_dirs+=("$OUT/$variant-$seed"); fi
+done; done
 "$BIN" plot --out "$OUT/study.png" "${dirs[@]}"
+# The README's table: final and best EMA accuracy, mean ± sd, wall time, images/s (finished runs).
+if [ ${#done_dirs[@]} -gt 0 ]; then "$BIN" compare --md "${done_dirs[@]}" | tee "$OUT/table.md"; fi
+# Pseudo-label diagnostics of the finished runs, over their last 100 steps.
 python3 - "$OUT" $VARIANTS <<'PY'
 import json, statistics, sys, pathlib
 out = pathlib.Path(sys.argv[1])
-print("| variant | seeds | final EMA acc % (mean ± sd) | best EMA acc % (mean ± sd) | per seed (final) | EMA acc % at step 200 | mask rate, last 100 steps | masked pseudo-label acc, last 100 steps | cluster-label acc %, last 100 steps | wall time / run |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print()
+print("| variant | seeds | EMA acc % at step 200 | mask rate | masked pseudo-label acc | cluster-label acc % |")
+print("|---|---|---|---|---|---|")
 for v in sys.argv[2:]:
-    runs = sorted(out.glob(f"{v}-[0-9]*/metrics.jsonl"))
-    if not runs:
-        continue
-    final, best, mask, mpl, wall, clacc, at200 = [], [], [], [], [], [], []
-    for m in runs:
+    mask, mpl, clacc, at200 = [], [], [], []
+    for m in sorted(out.glob(f"{v}-[0-9]*/metrics.jsonl")):
+        if not (m.parent / "done").exists():
+            continue  # still training (or cut off): not in the table
         recs = [json.loads(l) for l in m.read_text().splitlines()]
         evals = [r for r in recs if r["kind"] == "eval"]
         trains = [r for r in recs if r["kind"] == "train"]
-        if not (m.parent / "done").exists() or not evals:
-            continue  # still training (or cut off): not in the table
-        final.append(100 * evals[-1]["test_acc_ema"]); best.append(100 * evals[-1]["best_test_acc_ema"])
         at200 += [100 * r["test_acc_ema"] for r in evals if r["step"] + 1 == 200]  # the eval after 200 steps
         cl = [r["cluster_label_acc"] for r in trains[-10:] if r.get("cluster_label_acc") is not None]
         clacc.append(100 * statistics.mean(cl) if cl else float("nan"))
         mask.append(statistics.mean(r["mask_rate"] for r in trains[-10:]))
         kept = [r["pseudo_label_acc"] for r in trains[-10:] if r["mask_rate"] > 0]
         mpl.append(statistics.mean(kept) if kept else float("nan"))
-        done = m.parent / "done"
-        if done.exists() and not (m.parent / "resumed").exists():
-            wall.append(int(done.read_text()))
-    if not final:
+    if not mask:
         continue
     sd = lambda x: statistics.stdev(x) if len(x) > 1 else 0.0
-    per_seed = " / ".join(f"{f:.2f}" for f in final)
     a200 = f"{statistics.mean(at200):.2f} ± {sd(at200):.2f}" if at200 else "n/a"
-    print(f"| {v} | {len(final)} | {statistics.mean(final):.2f} ± {sd(final):.2f} | {statistics.mean(best):.2f} ± {sd(best):.2f} | {per_seed} | {a200} | {statistics.mean(mask):.2f} | {statistics.mean(mpl):.2f} | {statistics.mean(clacc):.1f} | {f'{statistics.mean(wall):.0f} s' if wall else 'n/a'} |")
+    print(f"| {v} | {len(mask)} | {a200} | {statistics.mean(mask):.2f} | {statistics.mean(mpl):.2f} | {statistics.mean(clacc):.1f} |")
 PY

@@ -51,6 +51,10 @@ pub struct TrainingMeta {
     /// The per-channel normalisation the network was trained with.
     #[serde(default)]
     pub normalization: Option<NormalizationMeta>,
+    /// Seconds of wall time trained up to this checkpoint (0 in checkpoints written before it was
+    /// recorded).
+    #[serde(default)]
+    pub elapsed_s: f64,
 }
 
 /// Per-channel mean and standard deviation of the training images (values in 0..1).

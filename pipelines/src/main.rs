@@ -26,6 +26,9 @@ enum Command {
     Eval(commands::eval::Args),
     /// Draw training curves from run directories: one run's 4 panels, or several runs overlaid.
     Plot(commands::plot::Args),
+    /// Compare run directories: final and best EMA test accuracy, mean ± sd per algorithm over
+    /// seeds, wall time and images/s (as text, `--md` or `--csv`).
+    Compare(commands::compare::Args),
     /// Fetch data sets, make label splits, preview augmentations.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Plot(args) => commands::plot::run(args),
+        Command::Compare(args) => commands::compare::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };

@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::path::Path;
 
 #[test]
 fn fixmatch_and_supervised_train_and_the_loss_falls() {
@@ -36,8 +37,6 @@ fn fixmatch_and_supervised_train_and_the_loss_falls() {
         std::fs::remove_dir_all(&out).ok();
     }
 }
-
-/// Metrics lines without the wall-clock field.
 
 #[test]
 fn resume_gives_the_same_metrics_as_an_uninterrupted_run() {
@@ -236,4 +235,52 @@ fn an_image_folder_decoded_per_sample_trains_the_same_with_any_worker_count() {
     assert!(err.contains("data.decode") && err.contains("folder:"), "{err}");
     std::fs::remove_dir_all(&out).ok();
     std::fs::remove_dir_all(&root).ok();
+}
+
+/// With stderr not a terminal (a log file), progress comes as lines: every `log_every` steps
+/// unless the last line is younger than `--log-seconds`, and always at the last step. The runs'
+/// wall time (`elapsed_s`) then shows in `protocon compare`.
+#[test]
+fn progress_lines_reach_a_log_file_and_compare_reads_the_runs() {
+    let data = format!("data.dataset=fashion-mnist:{}", data_dir().display());
+    let config = smoke();
+    let run = |out: &Path, seconds: &str, seed: &str| {
+        let o = protocon(&[
+            "train", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--set", &data, "--set", "train.log_every=2",
+            "--set", &format!("seed={seed}"), "--log-seconds", seconds,
+        ]);
+        ok(&o);
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let (every, rare) = (temp("lines-every"), temp("lines-rare"));
+    let log = run(&every, "0", "0");
+    let steps: Vec<&str> = log.lines().filter(|l| l.starts_with("step ") && l.contains(" img/s  ETA ")).collect();
+    let want: Vec<String> = (1..=6).map(|i| format!("step {}/12 ({:.0}%)", 2 * i, 100.0 * (2 * i) as f64 / 12.0)).collect();
+    assert_eq!(steps.len(), 6, "{log}");
+    for (line, want) in steps.iter().zip(&want) {
+        assert!(line.starts_with(want.as_str()) && line.contains("loss ") && line.contains("mask "), "{line}");
+    }
+    // The eval after step 6 shows in the lines that follow it.
+    assert!(steps[3].contains("test EMA") && !steps[2].contains("test EMA"), "{log}");
+    // An hour between lines: only the first and the last step.
+    let log = run(&rare, "3600", "1");
+    let steps: Vec<&str> = log.lines().filter(|l| l.starts_with("step ") && l.contains(" img/s  ETA ")).collect();
+    assert!(steps.len() == 2 && steps[0].starts_with("step 2/12 ") && steps[1].starts_with("step 12/12 "), "{log}");
+
+    // Wall time in the train lines, growing.
+    let elapsed: Vec<f64> = records(&every).iter().filter(|r| r["kind"] == "train").map(|r| r["elapsed_s"].as_f64().unwrap()).collect();
+    assert!(elapsed.len() == 6 && elapsed.windows(2).all(|w| w[1] > w[0]) && elapsed[0] > 0.0, "{elapsed:?}");
+    let o = protocon(&["compare", "--csv", every.to_str().unwrap(), rare.to_str().unwrap()]);
+    ok(&o);
+    let csv = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "header, two runs and their mean: {csv}");
+    let last_ema = |dir: &Path| records(dir).iter().rev().find(|r| r["kind"] == "eval").unwrap()["test_acc_ema"].as_f64().unwrap();
+    let row0: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(&row0[..5], ["fixmatch", "smoke", "0", "12", "12"], "{csv}");
+    assert!((row0[5].parse::<f64>().unwrap() - 100.0 * last_ema(&every)).abs() < 1e-3, "{csv}");
+    assert!((row0[9].parse::<f64>().unwrap() - elapsed[5]).abs() < 1e-2, "{csv}");
+    assert!(lines[3].starts_with("fixmatch,smoke,mean,"), "{csv}");
+    std::fs::remove_dir_all(&every).ok();
+    std::fs::remove_dir_all(&rare).ok();
 }

@@ -59,6 +59,10 @@ pub struct ComputeStage {
     best: (f64, f64),
     clock: Instant,
     images_since_log: usize,
+    /// Wall time of the run: since this stage was built, plus what the checkpoint it resumed
+    /// from had trained (so a resumed run's `elapsed_s` continues where it stopped).
+    started: Instant,
+    elapsed_before: f64,
     device: Device,
 }
 
@@ -98,6 +102,8 @@ impl ComputeStage {
             best: (0.0, 0.0),
             clock: Instant::now(),
             images_since_log: 0,
+            started: Instant::now(),
+            elapsed_before: 0.0,
             device: Device::Cpu,
         }
     }
@@ -123,6 +129,8 @@ impl ComputeStage {
         let meta = ck.training_meta()?;
         self.next_step = meta.step;
         self.best = (meta.best_test_acc, meta.best_test_acc_ema);
+        self.elapsed_before = meta.elapsed_s;
+        self.started = Instant::now();
         Ok(self.next_step)
     }
 
@@ -144,6 +152,7 @@ impl ComputeStage {
             "arch": self.net.arch().to_string(),
             "best_test_acc": self.best.0,
             "best_test_acc_ema": self.best.1,
+            "elapsed_s": self.elapsed_s(),
         });
         if let (Some(m), Some(extra)) = (meta.as_object_mut(), self.cfg.checkpoint_meta.as_object()) {
             for (k, v) in extra {
@@ -151,6 +160,11 @@ impl ComputeStage {
             }
         }
         Ok(Checkpoint { tensors, meta })
+    }
+
+    /// Seconds of wall time this run has trained, across resumes.
+    fn elapsed_s(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
     }
 
     fn save_checkpoint(&self, control: &Control) -> Result<(), StageError> {
@@ -240,6 +254,7 @@ impl ComputeStage {
                 record.images_per_s = self.images_since_log as f64 / self.clock.elapsed().as_secs_f64().max(1e-9);
                 self.images_since_log = 0;
                 self.clock = Instant::now();
+                record.elapsed_s = Some(self.elapsed_s());
                 ctx.emit(Record::Train(record))?;
             }
             if let Some(e) = epoch_end {

@@ -26,7 +26,8 @@ impl Record {
     }
 }
 
-/// Losses and rates of one training step. `images_per_s` is the only wall-clock field. The
+/// Losses and rates of one training step. `images_per_s` and `elapsed_s` are the wall-clock
+/// fields (results comparisons leave them out). The
 /// compute stage fills in step, epoch, learning rate, total loss and speed; the
 /// [`Objective`](crate::objective::Objective) the terms and pseudo-label statistics it has.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -45,6 +46,10 @@ pub struct TrainRecord {
     /// Accuracy of the pseudo-labels over all unlabeled samples of the step.
     pub pseudo_label_acc_all: f64,
     pub images_per_s: f64,
+    /// Seconds of wall time since the run started, evaluations included, across resumes (absent
+    /// in metrics written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_s: Option<f64>,
     /// ProtoCon's prototypical losses (labeled, unlabeled) and projection consistency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_px: Option<f64>,

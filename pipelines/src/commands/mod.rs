@@ -1,5 +1,7 @@
-//! The `train`, `eval` and `plot` subcommands (argument parsing and printing only).
+//! The `train`, `eval`, `plot` and `compare` subcommands (argument parsing and printing only).
 
+pub mod compare;
 pub mod eval;
 pub mod plot;
+pub mod progress;
 pub mod train;

@@ -1,17 +1,22 @@
 //! `protocon train`.
 
-use crate::config::{RunConfig, DEFAULT_CONFIG};
+use crate::config::{RunConfig, DEFAULT_CONFIG, DEFAULT_CONFIG_ORIGIN};
 use crate::train::{default_out, TrainOptions, TrainingRun};
 use anyhow::Context as _;
+use super::progress::ProgressLines;
 use indicatif::{ProgressBar, ProgressStyle};
+use protocon_stages::objective::Algorithm;
 use protocon_stages::record::Record;
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// TOML config (default: the built-in configs/fashion-mnist-40.toml).
+    /// TOML config (default: the built-in configs/fashion-mnist-40-protocon.toml: ProtoCon, 40
+    /// labels, 3,000 steps on the first 6,000 Fashion-MNIST images).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Label split file from `protocon data split` (overrides data.split).
@@ -29,9 +34,13 @@ pub struct Args {
     /// Write a Chrome trace of the pipeline (open in Perfetto).
     #[arg(long)]
     trace: Option<PathBuf>,
-    /// No progress bar (log lines only).
+    /// Progress as log lines, not a bar (the default when stderr is not a terminal).
     #[arg(long)]
     quiet: bool,
+    /// With log lines: at most one progress line per this many seconds (a line still comes
+    /// only every `train.log_every` steps, whichever is rarer).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    log_seconds: f64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -41,7 +50,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let config = match &args.config {
         Some(path) => RunConfig::load(path, &set)?,
-        None => RunConfig::parse(DEFAULT_CONFIG, "configs/fashion-mnist-40.toml (built in)", &set)?,
+        None => {
+            let config = RunConfig::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_ORIGIN, &set)?;
+            eprintln!(
+                "config: {DEFAULT_CONFIG_ORIGIN}: {} on {} ({} images), {} steps{}",
+                config.algorithm,
+                config.data.dataset,
+                config.data.train_limit.map_or("all".to_string(), |n| format!("the first {n}")),
+                config.train.steps,
+                if config.algorithm == Algorithm::Protocon { "; FixMatch at the same budget: --set algorithm=fixmatch" } else { "" }
+            );
+            config
+        }
     };
     let out = args.out.clone().unwrap_or_else(|| default_out(&config));
     let stop = Arc::new(AtomicBool::new(false));
@@ -56,13 +76,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     .context("installing the Ctrl-C handler")?;
 
     let total = config.train.steps;
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    anyhow::ensure!(args.log_seconds.is_finite() && args.log_seconds >= 0.0, "--log-seconds must be a number of seconds >= 0, not {}", args.log_seconds);
+    // Under nohup or a scheduler the bar would draw nothing for the whole run: lines instead.
+    let lines_mode = args.quiet || !std::io::stderr().is_terminal();
+    let bar = if lines_mode { ProgressBar::hidden() } else { ProgressBar::new(total) };
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  ETA {eta}  {msg}")
             .expect("valid template"),
     );
     let b = bar.clone();
-    let quiet = args.quiet;
+    let images_per_step = config.train.labeled_batch + 2 * config.unlabeled_batch();
+    let mut lines = ProgressLines::new(total, images_per_step, Duration::from_secs_f64(args.log_seconds));
+    let say = move |line: String| if lines_mode { eprintln!("{line}") } else { b.println(line) };
+    let b = bar.clone();
     let observer = Box::new(move |r: &Record| match r {
         Record::Train(t) => {
             b.set_position(t.step + 1);
@@ -70,39 +96,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "{:.0} img/s  loss {:.3}  mask {:.2}  pl-acc {:.2}  lr {:.4}",
                 t.images_per_s, t.loss, t.mask_rate, t.pseudo_label_acc, t.lr
             ));
-            if quiet {
-                eprintln!("step {} loss {:.4} mask {:.3} {:.0} img/s", t.step + 1, t.loss, t.mask_rate, t.images_per_s);
+            if lines_mode {
+                if let Some(line) = lines.train(t, Instant::now()) {
+                    eprintln!("{line}");
+                }
             }
         }
-        Record::Eval(e) => {
-            let line = format!(
-                "step {}: test accuracy {:.2}% (EMA {:.2}%), best {:.2}% (EMA {:.2}%)",
-                e.step + 1,
-                100.0 * e.test_acc,
-                100.0 * e.test_acc_ema,
-                100.0 * e.best_test_acc,
-                100.0 * e.best_test_acc_ema
-            );
-            if quiet {
-                eprintln!("{line}");
-            } else {
-                b.println(line);
-            }
-        }
-        Record::Epoch(e) => {
-            let line = format!(
-                "epoch {} ended: cluster sizes {:?}..{:?} per head, reliable {:.1}%",
-                e.epoch + 1,
-                e.cluster_size_min,
-                e.cluster_size_max,
-                100.0 * e.reliable_fraction
-            );
-            if quiet {
-                eprintln!("{line}");
-            } else {
-                b.println(line);
-            }
-        }
+        Record::Eval(e) => say(lines.eval(e)),
+        Record::Epoch(e) => say(format!(
+            "epoch {} ended: cluster sizes {:?}..{:?} per head, reliable {:.1}%",
+            e.epoch + 1,
+            e.cluster_size_min,
+            e.cluster_size_max,
+            100.0 * e.reliable_fraction
+        )),
     });
     eprintln!("run directory: {}", out.display());
     let summary = TrainingRun::new(config).run(TrainOptions {

@@ -53,12 +53,14 @@ pub fn ok(out: &Output) {
     assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Metrics lines without the wall-clock field.
+/// Metrics lines without the wall-clock fields.
 pub fn comparable(rs: &[serde_json::Value]) -> Vec<serde_json::Value> {
     rs.iter()
         .cloned()
         .map(|mut r| {
-            r.as_object_mut().unwrap().remove("images_per_s");
+            let fields = r.as_object_mut().unwrap();
+            fields.remove("images_per_s");
+            fields.remove("elapsed_s");
             r
         })
         .collect()

@@ -34,6 +34,17 @@ pub enum Algorithm {
     Protocon,
 }
 
+impl std::fmt::Display for Algorithm {
+    /// The name a config gives (`algorithm = "..."`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Algorithm::Supervised => "supervised",
+            Algorithm::Fixmatch => "fixmatch",
+            Algorithm::Protocon => "protocon",
+        })
+    }
+}
+
 impl Algorithm {
     /// The objective of this algorithm: `threshold` and `lambda_u` are FixMatch's; ProtoCon needs
     /// its settings.
