@@ -25,6 +25,7 @@ use protocon_stages::batch::TrainBatch;
 use protocon_stages::cluster::{ClusterJob, ClusterProgress, ClusterStage};
 use protocon_stages::compute::{ComputeConfig, ComputeStage};
 use protocon_stages::metrics::{self, MetricsSink, Observer};
+use protocon_stages::tensorboard::EventWriter;
 use protocon_stages::objective::{Algorithm, AsyncClustering, Objective};
 use protocon_stages::record::{EvalRecord, Record};
 use protocon_stages::sampler::{StepSampler, StepSchedule};
@@ -45,12 +46,15 @@ pub struct TrainOptions {
     pub stop: Arc<AtomicBool>,
     /// Called with every metrics record (progress bar).
     pub observer: Option<Observer>,
+    /// Directory of the TensorBoard event file (`None`: the run directory, so that
+    /// `tensorboard --logdir runs/` shows every run).
+    pub tensorboard: Option<PathBuf>,
 }
 
 impl TrainOptions {
     /// Write into run directory `out`, from step 0, no trace, no early stop, no observer.
     pub fn new(out: impl Into<PathBuf>) -> Self {
-        TrainOptions { out: out.into(), resume: None, trace: None, stop: Arc::new(AtomicBool::new(false)), observer: None }
+        TrainOptions { out: out.into(), resume: None, trace: None, stop: Arc::new(AtomicBool::new(false)), observer: None, tensorboard: None }
     }
 }
 
@@ -437,6 +441,12 @@ impl TrainingRun {
         let le = last_eval.clone();
         let observer = Mutex::new(options.observer);
         let mp = metrics_path.clone();
+        // A resumed run's events start with a SessionLog START after the checkpoint's step, so
+        // TensorBoard drops what the cut-off process logged past it (as metrics.jsonl is cut).
+        let tb_dir = options.tensorboard.clone().unwrap_or_else(|| out.to_path_buf());
+        let events = EventWriter::create(&tb_dir, (start > 0).then_some(start + 1))
+            .with_context(|| format!("creating the TensorBoard event file in {}", tb_dir.display()))?;
+        let events = Mutex::new(Some(events));
         p.sink(StageSpec::new("metrics"), records, move |_| {
             let le = le.clone();
             let mut user = observer.lock().unwrap().take();
@@ -448,7 +458,11 @@ impl TrainingRun {
                     u(r);
                 }
             });
-            MetricsSink::append(&mp, Some(observe))
+            let sink = MetricsSink::append(&mp, Some(observe))?;
+            Ok(match events.lock().unwrap().take() {
+                Some(e) => sink.with_tensorboard(e),
+                None => sink,
+            })
         });
         let report = p.run()?;
         std::fs::write(out.join("profile.txt"), format!("{}\n", report.profile))?;

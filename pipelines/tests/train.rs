@@ -50,6 +50,13 @@ fn resume_gives_the_same_metrics_as_an_uninterrupted_run() {
     let (a, b) = (records(&straight), records(&resumed));
     assert_eq!(a.len(), b.len());
     assert_eq!(comparable(&a), comparable(&b), "metrics after resume differ");
+    // Two TensorBoard files; the resumed one starts with a SessionLog START after the checkpoint's
+    // 6 steps, so TensorBoard drops what the first process logged past them.
+    let mut files: Vec<_> = std::fs::read_dir(&resumed).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("tfevents")).collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let second = protocon_stages::tensorboard::read_events(&std::fs::read(&files[1]).unwrap()).unwrap();
+    assert_eq!((second[1].step, second[1].session_log.as_ref().map(|l| l.status)), (7, Some(1)));
     std::fs::remove_dir_all(&straight).ok();
     std::fs::remove_dir_all(&resumed).ok();
 }
@@ -270,6 +277,18 @@ fn progress_lines_reach_a_log_file_and_compare_reads_the_runs() {
     // Wall time in the train lines, growing.
     let elapsed: Vec<f64> = records(&every).iter().filter(|r| r["kind"] == "train").map(|r| r["elapsed_s"].as_f64().unwrap()).collect();
     assert!(elapsed.len() == 6 && elapsed.windows(2).all(|w| w[1] > w[0]) && elapsed[0] > 0.0, "{elapsed:?}");
+    // TensorBoard: the run directory's event file holds the same losses, at steps trained.
+    let events: Vec<_> = std::fs::read_dir(&every).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("tfevents")).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let events = protocon_stages::tensorboard::read_events(&std::fs::read(&events[0]).unwrap()).unwrap();
+    assert_eq!(events[0].file_version.as_deref(), Some("brain.Event:2"));
+    let tb_losses: Vec<(i64, f32)> = events
+        .iter()
+        .filter_map(|e| Some((e.step, e.summary.as_ref()?.value.iter().find(|v| v.tag == "train/loss")?.simple_value?)))
+        .collect();
+    let want: Vec<(i64, f32)> =
+        records(&every).iter().filter(|r| r["kind"] == "train").map(|r| (r["step"].as_i64().unwrap() + 1, r["loss"].as_f64().unwrap() as f32)).collect();
+    assert_eq!(tb_losses, want);
     let o = protocon(&["compare", "--csv", every.to_str().unwrap(), rare.to_str().unwrap()]);
     ok(&o);
     let csv = String::from_utf8_lossy(&o.stdout);

@@ -19,5 +19,6 @@ pub mod objective;
 pub mod record;
 pub mod sampler;
 pub mod samples;
+pub mod tensorboard;
 pub mod test_set;
 pub mod views;

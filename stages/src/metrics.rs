@@ -1,7 +1,9 @@
 //! The metrics sink: appends each [`Record`] as one JSON line to `metrics.jsonl` (flushed per
-//! line, so a crashed run keeps what it logged) and hands it to an observer (a progress bar).
+//! line, so a crashed run keeps what it logged), writes its numbers to a TensorBoard event file
+//! when given one, and hands it to an observer (a progress bar).
 
 use crate::record::Record;
+use crate::tensorboard::{record_scalars, EventWriter};
 use protocon::{Control, Sink, StageError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ pub struct MetricsSink {
     path: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
     observer: Option<Observer>,
+    tensorboard: Option<EventWriter>,
 }
 
 impl MetricsSink {
@@ -23,7 +26,13 @@ impl MetricsSink {
             .append(true)
             .open(path)
             .map_err(|e| StageError::msg(format!("cannot open metrics file {}: {e}", path.display())))?;
-        Ok(MetricsSink { path: path.to_owned(), file: std::io::BufWriter::new(file), observer })
+        Ok(MetricsSink { path: path.to_owned(), file: std::io::BufWriter::new(file), observer, tensorboard: None })
+    }
+
+    /// Also write each record's scalars to a TensorBoard event file.
+    pub fn with_tensorboard(mut self, events: EventWriter) -> Self {
+        self.tensorboard = Some(events);
+        self
     }
 }
 
@@ -35,6 +44,10 @@ impl Sink for MetricsSink {
         writeln!(self.file, "{line}")
             .and_then(|_| self.file.flush())
             .map_err(|e| StageError::msg(format!("writing {}: {e}", self.path.display())))?;
+        if let Some(events) = &mut self.tensorboard {
+            let (step, scalars) = record_scalars(&record);
+            events.scalars(step, &scalars).map_err(|e| StageError::msg(format!("writing {}: {e}", events.path().display())))?;
+        }
         if let Some(observe) = &mut self.observer {
             observe(&record);
         }

@@ -34,6 +34,10 @@ pub struct Args {
     /// Write a Chrome trace of the pipeline (open in Perfetto).
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Directory for the TensorBoard event file (default: the run directory, so that
+    /// `tensorboard --logdir runs/` shows every run).
+    #[arg(long, value_name = "DIR")]
+    tensorboard: Option<PathBuf>,
     /// Progress as log lines, not a bar (the default when stderr is not a terminal).
     #[arg(long)]
     quiet: bool,
@@ -118,6 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         trace: args.trace.clone(),
         stop,
         observer: Some(observer),
+        tensorboard: args.tensorboard.clone(),
     });
     bar.finish_and_clear();
     // Also after a failed run (a NaN loss): the curves up to the failure help find why.
