@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 
 /// Size of the one-run figure, pixels.
 pub const SIZE: (u32, u32) = (1200, 800);
@@ -170,7 +170,7 @@ fn panels(metrics: &Metrics) -> Vec<Panel> {
     ]
 }
 
-fn register_font() -> anyhow::Result<()> {
+pub(crate) fn register_font() -> anyhow::Result<()> {
     static REGISTER: Once = Once::new();
     let mut result = Ok(());
     REGISTER.call_once(|| {

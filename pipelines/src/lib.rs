@@ -6,7 +6,9 @@
 
 pub mod compare;
 pub mod config;
+pub mod inspect;
 pub mod curves;
 pub mod train;
+pub mod trained;
 
 pub use train::{Feed, Prepared, RunInfo, TrainOptions, TrainSummary, TrainingRun};

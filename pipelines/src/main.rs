@@ -24,6 +24,10 @@ enum Command {
     Train(commands::train::Args),
     /// Evaluate a checkpoint on a test split: accuracy and confusion matrix.
     Eval(commands::eval::Args),
+    /// Look at what a checkpoint learned: per class the test images the classifier is surest of
+    /// next to those nearest the class prototype, and the bank's largest and purest clusters
+    /// (prototypes.png, clusters.png, inspect.json).
+    Inspect(commands::inspect::Args),
     /// Draw training curves from run directories: one run's 4 panels, or several runs overlaid.
     Plot(commands::plot::Args),
     /// Compare run directories: final and best EMA test accuracy, mean ± sd per algorithm over
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::Compare(args) => commands::compare::run(args),
         Command::Data(cmd) => data::run(cmd),

@@ -104,18 +104,25 @@ fn load_options(config: &RunConfig, kind: DatasetKind) -> LoadOptions {
 /// A built-in set given for a per-sample run (`protocon eval --data cifar10:DIR` on such a
 /// checkpoint) has no files to visit and is decoded at load.
 pub fn test_set(config: &RunConfig, norm: Normalization) -> anyhow::Result<TestSet> {
+    image_set(config, Subset::Test, norm)
+}
+
+/// The images of `subset` brought to `data.size` as [`test_set`] brings the test images: decoded
+/// at load, or read from the files when they are visited for a per-sample folder (so that
+/// `protocon inspect` decodes only the training images it shows).
+pub fn image_set(config: &RunConfig, subset: Subset, norm: Normalization) -> anyhow::Result<TestSet> {
     let spec = config.data.spec()?;
     match (config.data.decode, spec.kind()) {
         (Decode::PerSample, DatasetKind::Folder) => {
             let side = config.data.size.context("data.decode = \"per-sample\" needs data.size")?;
-            let files = folder_files(config, Subset::Test)?;
+            let files = folder_files(config, subset)?;
             let threads = match config.threads.compute {
                 0 => protocon::ops::num_threads(),
                 n => n,
             };
             Ok(TestSet::per_visit(files, [side, side], &load_options(config, spec.kind()), threads, norm))
         }
-        _ => Ok(TestSet::new(load_data(config, Subset::Test)?, norm)),
+        _ => Ok(TestSet::new(load_data(config, subset)?, norm)),
     }
 }
 

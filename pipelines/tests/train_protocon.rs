@@ -94,3 +94,65 @@ fn asynchronous_clustering_is_deterministic_and_matches_sync_before_refinement()
     assert_eq!(epoch0(&sync), epoch0(&one), "epoch 0 does not depend on the clustering mode");
     assert_ne!(comparable(&sync), comparable(&one), "refinement reads last epoch's clusters in async mode");
 }
+
+/// `protocon inspect` on a short ProtoCon run writes both galleries and the JSON, and the images
+/// it shows as nearest to each prototype are the nearest: recomputed here from the checkpoint's
+/// prototypes and the raw network's projections of the test set, taken in chunks of 7 rather
+/// than the evaluation's 128. A FixMatch checkpoint gets the classifier rows only.
+#[test]
+fn inspect_shows_the_images_nearest_each_prototype() {
+    use candle_core::Device;
+    use protocon::checkpoint::Checkpoint;
+    use protocon::data::Labelled;
+    use protocon_pipelines::train::test_set;
+    use protocon_pipelines::trained::TrainedModel;
+
+    let run = temp("inspect-protocon");
+    ok(&train(&run, &[&PROTOCON[..], &["--set", "train.steps=24"]].concat()));
+    let out = run.join("inspect");
+    ok(&protocon(&["inspect", "--checkpoint", run.to_str().unwrap(), "--out", out.to_str().unwrap(), "--k", "5", "--clusters", "2"]));
+    for f in ["prototypes.png", "clusters.png"] {
+        assert!(std::fs::read(out.join(f)).unwrap().starts_with(b"\x89PNG"), "{f}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("inspect.json")).unwrap()).unwrap();
+
+    let model = TrainedModel::load(&run, true, true).unwrap();
+    let test = test_set(&model.config, model.norm.clone()).unwrap();
+    let ck = Checkpoint::load(&run.join("checkpoint.safetensors"), &Device::Cpu).unwrap();
+    let prototypes: Vec<Vec<f32>> = ck.tensors["protocon.prototypes.prototypes"].to_vec2().unwrap();
+    let mut z: Vec<Vec<f32>> = Vec::new();
+    test.forward_chunks(&model.net, 7, |_, o| {
+        z.extend(o.projection.as_ref().unwrap().to_vec2::<f32>()?);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(z.len(), test.num_samples());
+    let classes = json["classes"].as_array().unwrap();
+    assert_eq!(classes.len(), 10);
+    for (c, class) in classes.iter().enumerate() {
+        let sims: Vec<f64> = z.iter().map(|v| v.iter().zip(&prototypes[c]).map(|(a, b)| (*a as f64) * (*b as f64)).sum()).collect();
+        let mut order: Vec<usize> = (0..sims.len()).collect();
+        order.sort_by(|&a, &b| sims[b].total_cmp(&sims[a]));
+        let picks = class["nearest_to_prototype"].as_array().unwrap();
+        assert_eq!(picks.len(), 5);
+        let fifth = sims[order[4]];
+        for p in picks {
+            let i = p["index"].as_u64().unwrap() as usize;
+            assert!((p["score"].as_f64().unwrap() - sims[i]).abs() < 1e-4, "class {c}: image {i}");
+            assert!(sims[i] >= fifth - 1e-4, "class {c}: image {i} ({}) is not among the 5 nearest (5th: {fifth})", sims[i]);
+            assert_eq!(p["label"].as_u64().unwrap(), test.labels()[i] as u64);
+        }
+    }
+    // Clusters: every unlabeled image in one cluster of the head, and the rows that were drawn.
+    let clusters = json["clusters"].as_array().unwrap();
+    assert_eq!(clusters.iter().map(|c| c["size"].as_u64().unwrap()).sum::<u64>(), 360);
+    assert!(clusters.iter().filter(|c| !c["shown"].as_array().unwrap().is_empty()).count() >= 2);
+
+    let fixmatch = temp("inspect-fixmatch");
+    ok(&train(&fixmatch, &[]));
+    let out = fixmatch.join("inspect");
+    ok(&protocon(&["inspect", "--checkpoint", fixmatch.to_str().unwrap(), "--out", out.to_str().unwrap()]));
+    assert!(out.join("classifier.png").is_file() && !out.join("clusters.png").exists() && !out.join("prototypes.png").exists());
+    std::fs::remove_dir_all(&run).ok();
+    std::fs::remove_dir_all(&fixmatch).ok();
+}

@@ -12,7 +12,7 @@
 //! to the nearest-prototype accuracy of the same projections: the class information the
 //! projections carry, which class-aligned clusters should follow.
 
-use crate::commands::eval::TrainedModel;
+use protocon_pipelines::trained::TrainedModel;
 use crate::train::load_data;
 use protocon::data::{Labelled, Subset};
 use protocon::protocon::kmeans::similarities;

@@ -1,17 +1,10 @@
 //! `protocon eval`: accuracy and confusion matrix of a checkpoint's EMA (or raw) model.
 
-use crate::config::RunConfig;
-use crate::train::test_set;
-use anyhow::Context as _;
-use candle_core::Device;
-use protocon::checkpoint::Checkpoint;
 use protocon::data::Labelled;
-use protocon::model::{Network, NetworkOptions};
-use protocon_stages::objective::Algorithm;
+use protocon_pipelines::train::test_set;
+use protocon_pipelines::trained::TrainedModel;
 use protocon_stages::test_set::TestSet;
-use protocon_stages::views::Normalization;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -27,43 +20,6 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-/// A checkpoint's model with the run config and normalisation it was trained with.
-pub struct TrainedModel {
-    pub path: PathBuf,
-    pub config: RunConfig,
-    pub norm: Normalization,
-    pub classes: usize,
-    pub net: Network,
-    pub step: u64,
-}
-
-impl TrainedModel {
-    /// Load `checkpoint` (a file, or a run directory holding checkpoint.safetensors): its EMA
-    /// model, or the raw one with `raw`; with `projection`, the projection head too (ProtoCon
-    /// checkpoints).
-    pub fn load(checkpoint: &Path, raw: bool, projection: bool) -> anyhow::Result<TrainedModel> {
-        let path = if checkpoint.is_dir() { checkpoint.join("checkpoint.safetensors") } else { checkpoint.to_path_buf() };
-        let ck = Checkpoint::load(&path, &Device::Cpu)?;
-        let meta = ck.training_meta().with_context(|| format!("checkpoint {}", path.display()))?;
-        let config: RunConfig = serde_json::from_value(meta.config)
-            .with_context(|| format!("checkpoint {}: no run config in its metadata", path.display()))?;
-        let n = meta.normalization.with_context(|| format!("checkpoint {}: no normalization in its metadata", path.display()))?;
-        let norm = Normalization { mean: n.mean, std: n.std };
-        let classes = meta.classes.with_context(|| format!("checkpoint {}: no class count in its metadata", path.display()))?;
-        let head = match (projection, config.algorithm) {
-            (false, _) => None,
-            (true, Algorithm::Protocon) => Some(config.protocon.projection_dim),
-            (true, other) => anyhow::bail!("checkpoint {}: a {other:?} run has no projection head", path.display()),
-        };
-        let options = NetworkOptions { bn_momentum: config.model.bn_momentum, ..Default::default() };
-        let net = Network::build(config.model.arch, classes, head, 0, &Device::Cpu, &options)?;
-        let prefix = if raw { "model." } else { "ema." };
-        let tensors: HashMap<_, _> = ck.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect();
-        net.params().load(&tensors).with_context(|| format!("checkpoint {}", path.display()))?;
-        Ok(TrainedModel { path, config, norm, classes, net, step: meta.step })
-    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
