@@ -360,7 +360,7 @@ impl TrainingRun {
             }
         };
         let projection = (config.algorithm == Algorithm::Protocon).then_some(config.protocon.projection_dim);
-        let net_options = NetworkOptions { bn_momentum: config.model.bn_momentum, ..Default::default() };
+        let net_options = NetworkOptions { bn_momentum: config.model.bn_momentum, zero_init_residual: config.model.zero_init_residual, ..Default::default() };
         let net = Network::build(config.model.arch, classes, projection, config.seed, &Device::Cpu, &net_options)?;
         let ema_net = Network::build(config.model.arch, classes, projection, config.seed, &Device::Cpu, &net_options)?;
         let compute = ComputeStage::new(compute_cfg, net, ema_net, objective, Some(test));

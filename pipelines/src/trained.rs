@@ -49,7 +49,7 @@ impl TrainedModel {
             (true, Algorithm::Protocon) => Some(config.protocon.projection_dim),
             (true, other) => anyhow::bail!("checkpoint {}: a {other:?} run has no projection head", path.display()),
         };
-        let options = NetworkOptions { bn_momentum: config.model.bn_momentum, ..Default::default() };
+        let options = NetworkOptions { bn_momentum: config.model.bn_momentum, zero_init_residual: config.model.zero_init_residual, ..Default::default() };
         let net = Network::build(config.model.arch, classes, head, 0, &Device::Cpu, &options)?;
         let prefix = if raw { "model." } else { "ema." };
         let tensors: HashMap<_, _> = ck.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect();

@@ -135,27 +135,6 @@ fn bench_pipeline_with_a_config_times_the_same_steps_end_to_end_and_compute_only
 
 /// An image folder of JPEG files (and one PNG) of several sizes: train/ and test/, two classes
 /// told apart by colour.
-fn write_jpeg_folder(root: &std::path::Path) {
-    use protocon_stages::augment::{codec, Image};
-    for (subset, count) in [("train", 12), ("test", 4)] {
-        for (class, tint) in [("blue", [30u8, 60, 200]), ("red", [200, 50, 40])] {
-            let dir = root.join(subset).join(class);
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..count {
-                let (w, h) = (48 + 8 * (i % 4), 40 + 6 * (i % 3));
-                let px = (0..w * h * 3).map(|k| tint[k % 3].saturating_add(((k * 7919 + i) % 41) as u8)).collect();
-                let img = Image::new(w, h, 3, px).unwrap();
-                let (name, bytes) = if i == 5 {
-                    (format!("{i}.png"), codec::encode_png(&img).unwrap())
-                } else {
-                    (format!("{i}.jpg"), codec::encode_jpeg(&img, 90).unwrap())
-                };
-                std::fs::write(dir.join(name), bytes).unwrap();
-            }
-        }
-    }
-}
-
 #[test]
 fn an_image_folder_decoded_per_sample_trains_the_same_with_any_worker_count() {
     let root = temp("jpeg-folder");

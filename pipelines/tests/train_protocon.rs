@@ -156,3 +156,51 @@ fn inspect_shows_the_images_nearest_each_prototype() {
     std::fs::remove_dir_all(&run).ok();
     std::fs::remove_dir_all(&fixmatch).ok();
 }
+
+/// The paper's ImageNet recipe (`configs/imagenet-1pct-protocon.toml`: ResNet-50, per-sample
+/// JPEG decoding, SimCLR-style strong views, 3 clustering heads, asynchronous clustering) trains
+/// on a tiny JPEG folder, with only the sizes scaled down: 64 px views, 2 + 2 + 2 images per
+/// step, K from a minimum cluster size of 4.
+#[test]
+fn the_imagenet_recipe_trains_resnet50_on_a_jpeg_folder() {
+    let root = temp("imagenet-jpegs");
+    write_jpeg_folder(&root);
+    let out = temp("imagenet-run");
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/imagenet-1pct-protocon.toml");
+    let dataset = format!("data.dataset=folder:{}", root.display());
+    let sets = [
+        dataset.as_str(),
+        "data.size=64",
+        "data.labels_per_class=2",
+        "train.labeled_batch=2",
+        "train.unlabeled_ratio=1",
+        "train.steps=3",
+        "train.eval_every=3",
+        "train.log_every=1",
+        "train.checkpoint_every=3",
+        "protocon.min_cluster_size=4",
+        "threads.compute=1",
+        "threads.weak_workers=1",
+        "threads.strong_workers=1",
+        "augment.weak=[{ name = \"random_resized_crop\", size = 64 }, \"flip\"]",
+        "augment.strong=[{ name = \"random_resized_crop\", size = 64 }, \"simclr\"]",
+    ];
+    let mut args = vec!["train", "--quiet", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    let o = protocon(&args);
+    ok(&o);
+    let rs = records(&out);
+    let trains: Vec<_> = rs.iter().filter(|r| r["kind"] == "train").collect();
+    assert_eq!(trains.len(), 3, "{rs:?}");
+    assert!(trains.iter().all(|r| r["loss"].as_f64().unwrap().is_finite() && r["loss_c"].is_number()), "{trains:?}");
+    let effective = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(effective.contains("arch = \"resnet50\""), "{effective}");
+    let e = protocon(&["eval", "--checkpoint", out.to_str().unwrap(), "--json"]);
+    ok(&e);
+    let e: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    assert_eq!(e["images"], 8);
+    std::fs::remove_dir_all(&root).ok();
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -35,7 +35,7 @@ impl Conv2d {
 }
 
 /// BatchNorm2d (scale 1, shift 0, running mean 0, running variance 1), optionally fused with
-/// the leaky-ReLU that follows it.
+/// the leaky-ReLU that follows it (slope 0.1 as in Wide-ResNet, or 0: a ReLU, as in ResNet).
 #[derive(Debug, Clone)]
 pub struct BatchNorm2d {
     pub gamma: Var,
@@ -43,6 +43,7 @@ pub struct BatchNorm2d {
     pub running_mean: Var,
     pub running_var: Var,
     pub momentum: f64,
+    pub activation_slope: f64,
 }
 
 impl BatchNorm2d {
@@ -54,15 +55,22 @@ impl BatchNorm2d {
                 running_mean: pb.constant("running_mean", channels, 0.0, ParamKind::Buffer)?,
                 running_var: pb.constant("running_var", channels, 1.0, ParamKind::Buffer)?,
                 momentum,
+                activation_slope: DEFAULT_LEAKY_RELU_SLOPE,
             })
         })
     }
 
-    /// Normalise; with `activate`, apply leaky-ReLU (slope 0.1) in the same pass.
+    /// The activation [`forward`](Self::forward) applies with `activate`: a ReLU (slope 0).
+    pub fn relu(mut self) -> Self {
+        self.activation_slope = 0.0;
+        self
+    }
+
+    /// Normalise; with `activate`, apply the leaky-ReLU of `activation_slope` in the same pass.
     pub fn forward(&self, x: &Tensor, mode: Mode, activate: bool, k: Kernels) -> Result<Tensor> {
         let options = BatchNormOptions {
             momentum: self.momentum,
-            leaky_relu_slope: activate.then_some(DEFAULT_LEAKY_RELU_SLOPE),
+            leaky_relu_slope: activate.then_some(self.activation_slope),
             ..Default::default()
         };
         match mode {

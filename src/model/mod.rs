@@ -4,11 +4,13 @@
 mod cnn_small;
 mod layers;
 mod params;
+mod resnet;
 mod wide_resnet;
 
 pub use cnn_small::CnnSmall;
 pub use layers::{BatchNorm2d, Conv2d, Linear, Mode};
 pub use params::{Param, ParamBuilder, ParamKind, ParamStore};
+pub use resnet::ResNet;
 pub use wide_resnet::WideResNet;
 
 use crate::ops::{Kernels, DEFAULT_LEAKY_RELU_SLOPE};
@@ -28,6 +30,8 @@ pub trait Backbone: Send {
 pub enum Arch {
     WideResNet { depth: usize, widen: usize },
     CnnSmall,
+    /// torchvision's ResNet of this depth (18, 34, 50, 101, 152).
+    ResNet { depth: usize },
 }
 
 impl FromStr for Arch {
@@ -36,12 +40,14 @@ impl FromStr for Arch {
         if s == "cnn-small" {
             return Ok(Arch::CnnSmall);
         }
-        if s.starts_with("resnet") {
-            return Err(format!(
-                "model `{s}` is not implemented yet: protocon has `cnn-small` and `wrn-DEPTH-WIDTH` (ResNet-50, ProtoCon's ImageNet encoder, is left for a later issue)"
-            ));
+        if let Some(depth) = s.strip_prefix("resnet") {
+            let depth = depth.strip_prefix('-').unwrap_or(depth);
+            return match depth.parse() {
+                Ok(depth) if resnet::layout(depth).is_some() => Ok(Arch::ResNet { depth }),
+                _ => Err(format!("model `{s}`: ResNet depth must be 18, 34, 50, 101 or 152 (`resnet50`)")),
+            };
         }
-        let bad = || format!("unknown model `{s}`: expected `cnn-small` or `wrn-DEPTH-WIDTH` such as `wrn-28-2`");
+        let bad = || format!("unknown model `{s}`: expected `cnn-small`, `wrn-DEPTH-WIDTH` such as `wrn-28-2`, or `resnet18` / `resnet50`");
         let rest = s.strip_prefix("wrn-").ok_or_else(bad)?;
         let (d, k) = rest.split_once('-').ok_or_else(bad)?;
         let (depth, widen) = (d.parse().map_err(|_| bad())?, k.parse().map_err(|_| bad())?);
@@ -57,6 +63,7 @@ impl fmt::Display for Arch {
         match self {
             Arch::WideResNet { depth, widen } => write!(f, "wrn-{depth}-{widen}"),
             Arch::CnnSmall => f.write_str("cnn-small"),
+            Arch::ResNet { depth } => write!(f, "resnet{depth}"),
         }
     }
 }
@@ -106,11 +113,13 @@ pub struct NetworkOptions {
     /// statistics then need thousands of steps to forget their initial values, so short runs
     /// (a CPU budget of ~1000 steps) should raise it or evaluation in inference mode suffers.
     pub bn_momentum: f64,
+    /// ResNet: start the last BatchNorm of each block at scale 0 (torchvision's option).
+    pub zero_init_residual: bool,
 }
 
 impl Default for NetworkOptions {
     fn default() -> Self {
-        NetworkOptions { dtype: DType::F32, bn_momentum: wide_resnet::BN_MOMENTUM }
+        NetworkOptions { dtype: DType::F32, bn_momentum: wide_resnet::BN_MOMENTUM, zero_init_residual: false }
     }
 }
 
@@ -158,6 +167,7 @@ impl Network {
         let backbone: Box<dyn Backbone> = match arch {
             Arch::WideResNet { depth, widen } => Box::new(WideResNet::new(&mut pb, depth, widen, m)?),
             Arch::CnnSmall => Box::new(CnnSmall::new(&mut pb, m)?),
+            Arch::ResNet { depth } => Box::new(ResNet::new(&mut pb, depth, options.zero_init_residual, m)?),
         };
         let f = backbone.feature_dim();
         let classifier = Linear::new(&mut pb, "fc", f, classes)?;
@@ -208,6 +218,12 @@ mod tests {
         assert_eq!(with_proj.params().num_trainable(), 1_467_610 + 128 * 128 + 128 + 128 * 64 + 64);
         // cnn-small: conv weights 3*32*9 + 32*32*9 + 32*64*9 + 64*64*9 + 64*128*9 + 128*128*9,
         // BatchNorm 2*(32+32+64+64+128+128), classifier 128*10 + 10.
+        // torchvision's `sum(p.numel() for p in resnet50().parameters())` with 1,000 classes, and
+        // resnet18's.
+        for (name, count) in [("resnet50", 25_557_032), ("resnet18", 11_689_512)] {
+            let net = Network::new(name.parse().unwrap(), 1000, None, 0, &Device::Cpu).unwrap();
+            assert_eq!(net.params().num_trainable(), count, "{name}");
+        }
         let small = Network::new(Arch::CnnSmall, 10, None, 0, &Device::Cpu).unwrap();
         let convs = 9 * (3 * 32 + 32 * 32 + 32 * 64 + 64 * 64 + 64 * 128 + 128 * 128);
         assert_eq!(small.params().num_trainable(), convs + 2 * 448 + 1290);
@@ -215,10 +231,12 @@ mod tests {
 
     #[test]
     fn arch_names_round_trip_and_bad_names_are_explained() {
-        for s in ["wrn-28-2", "wrn-28-8", "cnn-small"] {
+        for s in ["wrn-28-2", "wrn-28-8", "cnn-small", "resnet18", "resnet50"] {
             assert_eq!(s.parse::<Arch>().unwrap().to_string(), s);
         }
-        assert!("resnet-50".parse::<Arch>().unwrap_err().contains("wrn-DEPTH-WIDTH"));
+        assert_eq!("resnet-50".parse::<Arch>().unwrap(), Arch::ResNet { depth: 50 });
+        assert!("resnet-51".parse::<Arch>().unwrap_err().contains("18, 34, 50, 101 or 152"));
+        assert!("vgg16".parse::<Arch>().unwrap_err().contains("wrn-DEPTH-WIDTH"));
         assert!("wrn-27-2".parse::<Arch>().unwrap_err().contains("6n + 4"));
     }
 

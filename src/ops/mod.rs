@@ -40,6 +40,7 @@ mod conv2d;
 mod element;
 mod leaky_relu;
 mod max_pool;
+mod max_pool_window;
 pub mod reference;
 mod scratch;
 mod threads;
@@ -202,6 +203,15 @@ pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     x.contiguous()?.apply_op1(max_pool::MaxPool { k })
 }
 
+/// Max-pooling over `kernel x kernel` windows with `stride` and `padding` (ResNet's 3x3,
+/// stride 2, padding 1), PyTorch's sizes and gradient rule (see the `max_pool_window` module).
+pub fn max_pool2d_window(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    if !fused_kernels_cover(x) {
+        return reference::max_pool2d_window(x, kernel, stride, padding);
+    }
+    x.contiguous()?.apply_op1(max_pool_window::MaxPoolWindow(max_pool_window::Window { kernel, stride, padding }))
+}
+
 /// Which implementation of the layer operations a model calls.
 ///
 /// A model holds one so the same model code can run a step on candle's stock ops and on the
@@ -274,6 +284,14 @@ impl Kernels {
         match self {
             Kernels::Fused => max_pool2d(x, k),
             Kernels::Stock => reference::max_pool2d(x, k),
+        }
+    }
+
+    /// See [`max_pool2d_window`].
+    pub fn max_pool2d_window(self, x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+        match self {
+            Kernels::Fused => max_pool2d_window(x, kernel, stride, padding),
+            Kernels::Stock => reference::max_pool2d_window(x, kernel, stride, padding),
         }
     }
 }

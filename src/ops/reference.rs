@@ -21,6 +21,26 @@ pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     x.max_pool2d(k)
 }
 
+/// candle's `max_pool2d_with_stride` on the input padded with the dtype's lowest value (candle's
+/// pool has no padding), so the padding never wins. Its gradient has the flaw
+/// [`max_pool2d`]'s has; only the stock-kernel comparisons use it on the CPU.
+pub fn max_pool2d_window(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let low = match x.dtype() {
+        candle_core::DType::F64 => f64::MIN,
+        _ => f32::MIN as f64,
+    };
+    let mut x = x.clone();
+    for dim in [2, 3] {
+        if padding > 0 {
+            let mut shape = x.dims().to_vec();
+            shape[dim] = padding;
+            let pad = Tensor::full(low, shape.as_slice(), x.device())?.to_dtype(x.dtype())?;
+            x = Tensor::cat(&[&pad, &x, &pad], dim)?;
+        }
+    }
+    x.max_pool2d_with_stride(kernel, stride)
+}
+
 /// Leaky-ReLU as candle-nn computes it, `max(x, 0) + min(x, 0) * slope`.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
     candle_nn::ops::leaky_relu(x, slope)

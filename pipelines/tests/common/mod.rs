@@ -65,3 +65,26 @@ pub fn comparable(rs: &[serde_json::Value]) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// A tiny image folder: `train/` 12 and `test/` 4 images of two tinted classes, JPEGs of several
+/// sizes and one PNG per class.
+pub fn write_jpeg_folder(root: &std::path::Path) {
+    use protocon_stages::augment::{codec, Image};
+    for (subset, count) in [("train", 12), ("test", 4)] {
+        for (class, tint) in [("blue", [30u8, 60, 200]), ("red", [200, 50, 40])] {
+            let dir = root.join(subset).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..count {
+                let (w, h) = (48 + 8 * (i % 4), 40 + 6 * (i % 3));
+                let px = (0..w * h * 3).map(|k| tint[k % 3].saturating_add(((k * 7919 + i) % 41) as u8)).collect();
+                let img = Image::new(w, h, 3, px).unwrap();
+                let (name, bytes) = if i == 5 {
+                    (format!("{i}.png"), codec::encode_png(&img).unwrap())
+                } else {
+                    (format!("{i}.jpg"), codec::encode_jpeg(&img, 90).unwrap())
+                };
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
+        }
+    }
+}
