@@ -10,6 +10,7 @@
 #   benches/reference/compare_step.sh                                   # cnn-small 8+56+56
 #   MODEL=wrn-28-2 LABELED=16 UNLABELED=112 benches/reference/compare_step.sh
 #   MODEL=cnn-small LABELED=64 UNLABELED=448 ROUNDS=3 benches/reference/compare_step.sh
+#   MODEL=resnet50 LABELED=4 UNLABELED=12 SIZE=224 ROUNDS=3 STEPS=3 benches/reference/compare_step.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-/tmp/torchenv/bin/python}
@@ -17,6 +18,7 @@ BIN=${BIN:-target/release/protocon}
 MODEL=${MODEL:-cnn-small}
 LABELED=${LABELED:-8}
 UNLABELED=${UNLABELED:-56}
+SIZE=${SIZE:-32}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-5}
 STEPS=${STEPS:-10}
@@ -25,11 +27,11 @@ STEPS=${STEPS:-10}
 field() { "$PY" -c "import json, sys; d = json.loads(sys.stdin.read()); print(eval(sys.argv[1], {}, d))" "$1"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 ours=() theirs=() ours_rss=() theirs_rss=()
-echo "$(nproc) cores; $MODEL $LABELED+$UNLABELED+$UNLABELED, $THREADS threads each side, $ROUNDS rounds of $STEPS steps"
+echo "$(nproc) cores; $MODEL at ${SIZE}px $LABELED+$UNLABELED+$UNLABELED, $THREADS threads each side, $ROUNDS rounds of $STEPS steps"
 for r in $(seq 1 "$ROUNDS"); do
-  a=$("$BIN" bench step --model "$MODEL" --labeled "$LABELED" --unlabeled "$UNLABELED" --threads "$THREADS" \
+  a=$("$BIN" bench step --model "$MODEL" --size "$SIZE" --labeled "$LABELED" --unlabeled "$UNLABELED" --threads "$THREADS" \
     --baseline none --steps "$STEPS" --json)
-  b=$("$PY" benches/reference/step_torch.py --model "$MODEL" --labeled "$LABELED" --unlabeled "$UNLABELED" \
+  b=$("$PY" benches/reference/step_torch.py --model "$MODEL" --size "$SIZE" --labeled "$LABELED" --unlabeled "$UNLABELED" \
     --threads "$THREADS" --steps "$STEPS" --json)
   ia=$(echo "$a" | field 'fused["images_per_s"]') ib=$(echo "$b" | field 'images_per_s')
   ra=$(echo "$a" | field 'peak_rss_bytes') rb=$(echo "$b" | field 'peak_rss_bytes')

@@ -10,6 +10,7 @@ momentum 0.9 and weight decay 5e-4 on weights only. Warm-up, then the median of 
 peak RSS from /proc/self/status (VmHWM).
 
 Usage: python3 step_torch.py --model wrn-28-2 --labeled 16 --unlabeled 112 --threads 2 [--json]
+       python3 step_torch.py --model resnet50 --labeled 4 --unlabeled 12 --size 224 --threads 2
        python3 step_torch.py --model cnn-small --labeled 8 --unlabeled 56 --threads 2
 """
 import argparse
@@ -93,9 +94,13 @@ class CnnSmall(nn.Module):
 
 
 def build_model(name, classes, bn_momentum=0.001):
-    """`cnn-small` or `wrn-DEPTH-WIDTH`, as `protocon bench step --model` spells them."""
+    """`cnn-small`, `wrn-DEPTH-WIDTH` or `resnetN` (torchvision's), as `protocon bench step
+    --model` spells them."""
     if name == "cnn-small":
         return CnnSmall(classes, bn_momentum)
+    if name.startswith("resnet"):
+        import torchvision
+        return getattr(torchvision.models, name.replace("-", ""))(num_classes=classes)
     _, depth, widen = name.split("-")
     return WideResNet(classes, int(depth), int(widen))
 
@@ -123,6 +128,7 @@ def main():
     p.add_argument("--labeled", type=int, default=16)
     p.add_argument("--unlabeled", type=int, default=112)
     p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
@@ -134,7 +140,7 @@ def main():
     params = sum(p.numel() for p in net.parameters())
     opt = fixmatch_sgd(net)
     b, u = a.labeled, a.unlabeled
-    x = torch.randn(b + 2 * u, 3, 32, 32)
+    x = torch.randn(b + 2 * u, 3, a.size, a.size)
     y = torch.randint(0, a.classes, (b,))
     net.train()
     times = []

@@ -1,4 +1,4 @@
-//! `protocon bench step`: full training steps on synthetic 32x32 batches — one forward over
+//! `protocon bench step`: full training steps on synthetic batches (32x32 unless `--size`) — one forward over
 //! [labeled ; unlabeled weak ; unlabeled strong], cross-entropy on the labeled part, FixMatch's
 //! masked cross-entropy on the strong view with pseudo-labels from the weak view, backward,
 //! Nesterov SGD — with the fused CPU kernels, against candle's stock ops in the same run.
@@ -25,9 +25,12 @@ use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Network: wrn-28-2, wrn-28-8, cnn-small.
+    /// Network: wrn-28-2, wrn-28-8, cnn-small, resnet18, resnet50.
     #[arg(long, default_value = "wrn-28-2")]
     model: Arch,
+    /// Side of the square images (32 as in CIFAR; 224 for the ImageNet ResNets).
+    #[arg(long, default_value_t = 32)]
+    size: usize,
     /// Labeled images per step (B).
     #[arg(long, default_value_t = 16)]
     labeled: usize,
@@ -124,7 +127,7 @@ impl StepRunner {
         let opt = Sgd::new(net.params(), SgdConfig::default());
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let n = args.labeled + 2 * args.unlabeled;
-        let x = Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (n, 3, args.size, args.size), &dev)?;
         let labels: Vec<u32> = (0..args.labeled).map(|_| rng.random_range(0..args.classes as u32)).collect();
         let labels = Tensor::new(labels.as_slice(), &dev)?;
         Ok(StepRunner { net, opt, objective, x, labels, b: args.labeled, u: args.unlabeled, bank_samples: args.bank_samples, steps_done: 0, last_phases: [0.0; 4] })
