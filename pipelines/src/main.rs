@@ -41,26 +41,22 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
-/// Keep freed activation buffers in the heap instead of returning them to the OS.
-///
-/// A training step allocates and frees tensors of several megabytes; with glibc's defaults each
-/// is a fresh `mmap` whose pages are faulted in (zeroed by the kernel) on first touch, which
-/// measured up to 64% of a batch-norm kernel's time (BENCHMARKS.md). Raising the mmap and trim
-/// thresholds lets the heap reuse them, as PyTorch's caching allocator does.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_allocator() {
-    // SAFETY: mallopt only adjusts allocator parameters; called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
+/// The allocator: mimalloc, never returning freed pages to the OS (below), so that the buffers
+/// of a training step are faulted in during the first steps and then reused. With glibc's
+/// malloc every buffer above its mmap threshold (at most 32 MB: ResNet-50 at 224 px has
+/// activations of 90 MB) was mapped, faulted in page by page (zeroed by the kernel) and unmapped
+/// again at every op; a ResNet-50 step took twice as long (BENCHMARKS.md). The earlier fix,
+/// raising glibc's thresholds with `mallopt`, covered buffers up to 32 MB only.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}
+/// mimalloc's `purge_delay` option (mimalloc v3's option 15): -1 never returns freed pages to the
+/// OS, so a step's large buffers are faulted in once, in the first steps, and then reused.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn main() -> ExitCode {
-    tune_allocator();
+    // SAFETY: sets an allocator option; any thread may call it at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),

@@ -302,14 +302,7 @@ mod tests {
         let x = input(values.clone(), shape);
         let grads = (pool(x.as_tensor(), 2) * &weights).unwrap().sum_all().unwrap().backward().unwrap();
         let grad: Vec<f64> = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let eps = 1e-6;
-        for i in 0..values.len() {
-            let (mut up, mut down) = (values.clone(), values.clone());
-            up[i] += eps;
-            down[i] -= eps;
-            let numeric = (loss(&up) - loss(&down)) / (2.0 * eps);
-            assert!((grad[i] - numeric).abs() < 1e-6, "element {i}: {} vs {numeric}", grad[i]);
-        }
+        crate::ops::assert_finite_differences(&values, loss, &grad, 1e-6);
         assert_eq!(grad.iter().filter(|g| **g != 0.0).count(), 2 * 2 * 2 * 3, "one maximum per window");
     }
 

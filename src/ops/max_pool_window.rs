@@ -206,14 +206,7 @@ mod tests {
         assert_eq!(y.dims(), [2, 3, oh, ow]);
         let grads = (y * &weights).unwrap().sum_all().unwrap().backward().unwrap();
         let grad: Vec<f64> = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let eps = 1e-6;
-        for i in 0..values.len() {
-            let (mut up, mut down) = (values.clone(), values.clone());
-            up[i] += eps;
-            down[i] -= eps;
-            let fd = (loss(&up) - loss(&down)) / (2.0 * eps);
-            assert!((fd - grad[i]).abs() < 1e-6, "input {i}: finite differences {fd}, backward {}", grad[i]);
-        }
+        crate::ops::assert_finite_differences(&values, loss, &grad, 1e-6);
 
         #[rustfmt::skip]
         let x = Var::from_slice(&[

@@ -295,3 +295,17 @@ impl Kernels {
         }
     }
 }
+
+/// Asserts that `grad` is the gradient of `loss` at `values`, element by element, against
+/// central finite differences with step 1e-6, to `tolerance`.
+#[cfg(test)]
+pub(crate) fn assert_finite_differences(values: &[f64], loss: impl Fn(&[f64]) -> f64, grad: &[f64], tolerance: f64) {
+    let eps = 1e-6;
+    for i in 0..values.len() {
+        let (mut up, mut down) = (values.to_vec(), values.to_vec());
+        up[i] += eps;
+        down[i] -= eps;
+        let numeric = (loss(&up) - loss(&down)) / (2.0 * eps);
+        assert!((grad[i] - numeric).abs() < tolerance, "element {i}: backward {}, finite differences {numeric}", grad[i]);
+    }
+}

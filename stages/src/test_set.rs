@@ -36,9 +36,9 @@ pub struct Evaluation {
 
 impl TestSet {
     /// Images per forward pass when evaluating: 128 keeps the largest activation of the models
-    /// here (cnn-small's 32 channels at 32x32: 16.8 MB) under the allocator's 32 MB mmap
-    /// threshold that the CLI sets, so each chunk reuses the previous chunk's heap memory
-    /// instead of mapping and faulting in fresh pages; 500 held 3x the memory for no speed.
+    /// here (cnn-small's 32 channels at 32x32: 16.8 MB) small, so each chunk reuses the previous
+    /// chunk's memory (under glibc's malloc, which the CLI used before mimalloc, it stayed under
+    /// the 32 MB mmap threshold); 500 held 3x the memory for no speed.
     pub const CHUNK: usize = 128;
 
     /// A test set decoded at load.
