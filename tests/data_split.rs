@@ -206,3 +206,42 @@ fn a_folder_split_needs_only_the_listing_and_fits_the_loaded_folder() {
     // Without a size the folder itself refuses to load, but its labels were enough.
     assert!(spec.load(Subset::Train, &LoadOptions::new()).is_err());
 }
+
+/// By fraction (ImageNet's 1% and 10%): `max(1, round(f x n_c))` per class, drawn as the balanced
+/// split draws, so the classes' first members match the balanced split's with the same counts.
+/// Classes of 5, 8 and 12 at 0.3: round(1.5) = 2, round(2.4) = 2, round(3.6) = 4; at 0.01: 1 each.
+#[test]
+fn by_fraction_takes_a_share_of_each_class_and_its_file_is_checked() {
+    let data = uneven();
+    let count = |split: &Split| {
+        let mut per_class = [0; 3];
+        for &i in split.labeled() {
+            per_class[data.label(i) as usize] += 1;
+        }
+        per_class
+    };
+    let split = Split::by_fraction(&data, 0.3, 5).unwrap();
+    assert_eq!(count(&split), [2, 2, 4]);
+    assert_eq!((split.label_fraction(), split.labels_per_class(), split.unlabeled().len()), (Some(0.3), 0, 25 - 8));
+    assert_eq!(count(&Split::by_fraction(&data, 0.01, 5).unwrap()), [1, 1, 1]);
+    assert_eq!(count(&Split::by_fraction(&data, 1.0, 5).unwrap()), [5, 8, 12]);
+    // Class 0 is drawn first from the same stream: its 2 match a balanced split of 2.
+    let class0 = |s: &Split| s.labeled().iter().copied().filter(|&i| data.label(i) == 0).collect::<Vec<_>>();
+    assert_eq!(class0(&split), class0(&Split::balanced(&data, 2, 5).unwrap()));
+    for bad in [0.0, -0.1, 1.5, f64::NAN] {
+        assert!(matches!(Split::by_fraction(&data, bad, 0), Err(DataError::BadFraction { .. })), "{bad}");
+    }
+
+    let dir = std::env::temp_dir().join(format!("protocon-split-fraction-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("split.json");
+    split.save(&path).unwrap();
+    assert!(std::fs::read_to_string(&path).unwrap().contains("\"label_fraction\": 0.3"));
+    assert_eq!(Split::load(&path, &data).unwrap(), split);
+    // A file whose counts do not follow its fraction is refused with the rule.
+    let text = std::fs::read_to_string(&path).unwrap().replace("\"label_fraction\": 0.3", "\"label_fraction\": 0.5");
+    std::fs::write(&path, text).unwrap();
+    let e = Split::load(&path, &data).unwrap_err().to_string();
+    assert!(e.contains("round(0.5 x 5)") && e.contains("expected"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

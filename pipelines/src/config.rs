@@ -238,7 +238,12 @@ pub struct DataSection {
     /// `fashion-mnist`, `mnist`, `cifar10`, `cifar100` (optionally `:DIR`), or `folder:PATH`.
     pub dataset: String,
     /// Labeled samples per class (the rest of the training split is unlabeled).
+    #[serde(default)]
     pub labels_per_class: usize,
+    /// Instead of `labels_per_class` (which it overrides when set): this fraction of each class
+    /// is labeled, `max(1, round(f x class size))` (ImageNet 1%: 0.01), in (0, 1].
+    #[serde(default)]
+    pub label_fraction: Option<f64>,
     /// A split file from `protocon data split`; without it the split is made from `seed`.
     #[serde(default)]
     pub split: Option<PathBuf>,
@@ -487,8 +492,13 @@ impl RunConfig {
         if t.steps == 0 || t.labeled_batch == 0 {
             bail!("train.steps and train.labeled_batch must be at least 1");
         }
-        if self.data.labels_per_class == 0 {
-            bail!("data.labels_per_class must be at least 1");
+        if self.data.labels_per_class == 0 && self.data.label_fraction.is_none() {
+            bail!("data.labels_per_class must be at least 1 (or set data.label_fraction)");
+        }
+        if let Some(f) = self.data.label_fraction {
+            if !(f > 0.0 && f <= 1.0) {
+                bail!("data.label_fraction must be in (0, 1] (ImageNet 1%: 0.01), got {f}");
+            }
         }
         if !(0.0..=1.0).contains(&t.threshold) {
             bail!("train.threshold must be in 0..=1, got {}", t.threshold);
@@ -744,6 +754,8 @@ mod tests {
             ("protocon.dual_lr=-1", "dual_lr"),
             ("protocon.dual_lr=nan", "dual_lr"),
             ("protocon.weight_c=-0.1", "protocon.weight_c"),
+            ("data.label_fraction=0", "data.label_fraction"),
+            ("data.label_fraction=1.5", "data.label_fraction"),
             ("train.lr=-0.03", "train.lr"),
             ("train.lr=0", "train.lr"),
             ("train.weight_decay=nan", "train.weight_decay"),

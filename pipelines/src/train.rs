@@ -307,7 +307,10 @@ impl TrainingRun {
         let test = Arc::new(test_set(config, norm.clone())?);
         let split = match &config.data.split {
             Some(path) => Split::load(path, &*train_data)?,
-            None => Split::balanced(&*train_data, config.data.labels_per_class, config.seed)?,
+            None => match config.data.label_fraction {
+                Some(f) => Split::by_fraction(&*train_data, f, config.seed)?,
+                None => Split::balanced(&*train_data, config.data.labels_per_class, config.seed)?,
+            },
         };
         split.save(out.join("split.json"))?;
         let augmenter = Arc::new(config.augment.build(config.seed, &self.registry)?);

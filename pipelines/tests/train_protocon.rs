@@ -160,7 +160,7 @@ fn inspect_shows_the_images_nearest_each_prototype() {
 /// The paper's ImageNet recipe (`configs/imagenet-1pct-protocon.toml`: ResNet-50, per-sample
 /// JPEG decoding, SimCLR-style strong views, 3 clustering heads, asynchronous clustering) trains
 /// on a tiny JPEG folder, with only the sizes scaled down: 64 px views, 2 + 2 + 2 images per
-/// step, K from a minimum cluster size of 4.
+/// step, K from a minimum cluster size of 4. Its 1% label fraction labels one image per class.
 #[test]
 fn the_imagenet_recipe_trains_resnet50_on_a_jpeg_folder() {
     let root = temp("imagenet-jpegs");
@@ -171,7 +171,6 @@ fn the_imagenet_recipe_trains_resnet50_on_a_jpeg_folder() {
     let sets = [
         dataset.as_str(),
         "data.size=64",
-        "data.labels_per_class=2",
         "train.labeled_batch=2",
         "train.unlabeled_ratio=1",
         "train.steps=3",
@@ -194,6 +193,8 @@ fn the_imagenet_recipe_trains_resnet50_on_a_jpeg_folder() {
     let rs = records(&out);
     let trains: Vec<_> = rs.iter().filter(|r| r["kind"] == "train").collect();
     assert_eq!(trains.len(), 3, "{rs:?}");
+    let split: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("split.json")).unwrap()).unwrap();
+    assert_eq!((split["label_fraction"].as_f64(), split["labeled"].as_array().unwrap().len()), (Some(0.01), 2));
     assert!(trains.iter().all(|r| r["loss"].as_f64().unwrap().is_finite() && r["loss_c"].is_number()), "{trains:?}");
     let effective = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(effective.contains("arch = \"resnet50\""), "{effective}");

@@ -68,6 +68,9 @@ pub enum DataError {
     /// A class has fewer samples than the requested number of labels per class.
     #[error("class {label} ({class}) has {available} samples, fewer than the {requested} labels per class requested")]
     ClassTooSmall { label: u32, class: String, available: usize, requested: usize },
+    /// A label fraction outside (0, 1].
+    #[error("label fraction {fraction}: expected a number in (0, 1]")]
+    BadFraction { fraction: f64 },
     /// A split file could not be parsed.
     #[error("{path}: not a valid split file: {source}")]
     SplitParse { path: PathBuf, source: serde_json::Error },

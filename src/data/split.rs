@@ -22,7 +22,7 @@ pub const SPLIT_FORMAT_VERSION: u32 = 1;
 /// Invariants (checked by [`Split::load`]): `labeled` and `unlabeled` are sorted, disjoint and
 /// together cover `0..num_samples`; each class has exactly `labels_per_class` labeled samples;
 /// `labels_sha256` is [`labels_sha256`] of the data set's labels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Split {
     version: u32,
@@ -34,6 +34,10 @@ pub struct Split {
     labels_sha256: String,
     labeled: Vec<usize>,
     unlabeled: Vec<usize>,
+    /// A split by fraction ([`Split::by_fraction`]; `labels_per_class` is then 0): each class
+    /// has `max(1, round(fraction x its size))` labeled samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label_fraction: Option<f64>,
 }
 
 impl Split {
@@ -47,10 +51,7 @@ impl Split {
     ///
     /// Fails with [`DataError::ClassTooSmall`] if a class has fewer samples than requested.
     pub fn balanced(data: &(impl Labelled + ?Sized), labels_per_class: usize, seed: u64) -> Result<Split, DataError> {
-        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); data.num_classes()];
-        for (i, &label) in data.labels().iter().enumerate() {
-            by_class[label as usize].push(i);
-        }
+        let by_class = members_by_class(data);
         if let Some((label, members)) = by_class.iter().enumerate().find(|(_, m)| m.len() < labels_per_class) {
             return Err(DataError::ClassTooSmall {
                 label: label as u32,
@@ -59,18 +60,44 @@ impl Split {
                 requested: labels_per_class,
             });
         }
+        let counts = vec![labels_per_class; by_class.len()];
+        Ok(Self::draw(data, by_class, &counts, seed, labels_per_class, None))
+    }
+
+    /// Draws `max(1, round(fraction x n_c))` of the `n_c` samples of every class (ImageNet's 1%
+    /// and 10% settings), reproducibly from `seed`, the way [`balanced`](Self::balanced) draws.
+    /// `fraction` must be in (0, 1]; an empty class gets none.
+    pub fn by_fraction(data: &(impl Labelled + ?Sized), fraction: f64, seed: u64) -> Result<Split, DataError> {
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return Err(DataError::BadFraction { fraction });
+        }
+        let by_class = members_by_class(data);
+        let counts: Vec<usize> = by_class.iter().map(|m| fraction_count(fraction, m.len())).collect();
+        Ok(Self::draw(data, by_class, &counts, seed, 0, Some(fraction)))
+    }
+
+    /// For each class in label order, a partial Fisher-Yates shuffle of its members takes the
+    /// first `counts[c]`, all classes drawing from one ChaCha8 stream of `seed`.
+    fn draw(
+        data: &(impl Labelled + ?Sized),
+        by_class: Vec<Vec<usize>>,
+        counts: &[usize],
+        seed: u64,
+        labels_per_class: usize,
+        label_fraction: Option<f64>,
+    ) -> Split {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut labeled = Vec::with_capacity(labels_per_class * by_class.len());
-        for mut members in by_class {
-            for k in 0..labels_per_class {
+        let mut labeled = Vec::with_capacity(counts.iter().sum());
+        for (mut members, &count) in by_class.into_iter().zip(counts) {
+            for k in 0..count {
                 let j = k + below(&mut rng, (members.len() - k) as u64) as usize;
                 members.swap(k, j);
             }
-            labeled.extend_from_slice(&members[..labels_per_class]);
+            labeled.extend_from_slice(&members[..count]);
         }
         labeled.sort_unstable();
         let unlabeled = complement(&labeled, data.num_samples());
-        Ok(Split {
+        Split {
             version: SPLIT_FORMAT_VERSION,
             dataset: data.name().to_string(),
             seed,
@@ -80,7 +107,8 @@ impl Split {
             labels_sha256: labels_sha256(data.labels()),
             labeled,
             unlabeled,
-        })
+            label_fraction,
+        }
     }
 
     /// Reads a split file and checks it against `data`: sizes, index ranges, disjointness and
@@ -113,7 +141,7 @@ impl Split {
 
     /// The JSON text [`save`](Self::save) writes.
     pub fn to_json(&self) -> String {
-        let fields: [(&str, String); 9] = [
+        let mut fields: Vec<(&str, String)> = vec![
             ("version", json(&self.version)),
             ("dataset", json(&self.dataset)),
             ("seed", json(&self.seed)),
@@ -124,6 +152,9 @@ impl Split {
             ("labeled", json(&self.labeled)),
             ("unlabeled", json(&self.unlabeled)),
         ];
+        if let Some(f) = self.label_fraction {
+            fields.insert(4, ("label_fraction", json(&f)));
+        }
         let body: Vec<String> = fields.iter().map(|(k, v)| format!("  \"{k}\": {v}")).collect();
         format!("{{\n{}\n}}\n", body.join(",\n"))
     }
@@ -170,11 +201,15 @@ impl Split {
         for &i in &self.labeled {
             per_class[data.labels()[i] as usize] += 1;
         }
-        if let Some((c, &n)) = per_class.iter().enumerate().find(|(_, &n)| n != self.labels_per_class) {
-            return other(format!(
-                "class {c} has {n} labeled samples, expected labels_per_class = {}",
-                self.labels_per_class
-            ));
+        let sizes: Vec<usize> = members_by_class(data).iter().map(Vec::len).collect();
+        for (c, &n) in per_class.iter().enumerate() {
+            let (expected, rule) = match self.label_fraction {
+                Some(f) => (fraction_count(f, sizes[c]), format!("max(1, round({f} x {}))", sizes[c])),
+                None => (self.labels_per_class, "labels_per_class".to_string()),
+            };
+            if n != expected {
+                return other(format!("class {c} has {n} labeled samples, expected {rule} = {expected}"));
+            }
         }
         Ok(())
     }
@@ -189,9 +224,14 @@ impl Split {
         self.seed
     }
 
-    /// Labeled samples per class.
+    /// Labeled samples per class (0 for a split by fraction).
     pub fn labels_per_class(&self) -> usize {
         self.labels_per_class
+    }
+
+    /// The fraction of each class that is labeled, for a split made by [`Split::by_fraction`].
+    pub fn label_fraction(&self) -> Option<f64> {
+        self.label_fraction
     }
 
     /// Number of classes of the data set.
@@ -261,6 +301,25 @@ fn below(rng: &mut ChaCha8Rng, bound: u64) -> u64 {
         }
     }
     (m >> 64) as u64
+}
+
+/// The sample indices of each class, ascending, in label order.
+fn members_by_class(data: &(impl Labelled + ?Sized)) -> Vec<Vec<usize>> {
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); data.num_classes()];
+    for (i, &label) in data.labels().iter().enumerate() {
+        by_class[label as usize].push(i);
+    }
+    by_class
+}
+
+/// Labeled samples of a class of `size` at `fraction`: `max(1, round(fraction x size))`, none
+/// for an empty class.
+fn fraction_count(fraction: f64, size: usize) -> usize {
+    if size == 0 {
+        0
+    } else {
+        ((fraction * size as f64).round() as usize).clamp(1, size)
+    }
 }
 
 /// `0..n` minus the sorted `taken`.

@@ -1,5 +1,5 @@
-//! `protocon data split`: a balanced labeled subset of the train subset, drawn from a seed; the
-//! rest unlabeled.
+//! `protocon data split`: a labeled subset of the train subset (N per class, or a fraction of
+//! each class), drawn from a seed; the rest unlabeled.
 
 use anyhow::Context;
 use protocon::data::{DatasetSpec, Split, Subset};
@@ -11,8 +11,11 @@ pub struct Args {
     #[arg(long)]
     dataset: DatasetSpec,
     /// Labeled samples per class.
+    #[arg(long, required_unless_present = "label_fraction", conflicts_with = "label_fraction")]
+    labels_per_class: Option<usize>,
+    /// Or a fraction of each class, `max(1, round(f x class size))` (ImageNet's 1%: 0.01).
     #[arg(long)]
-    labels_per_class: usize,
+    label_fraction: Option<f64>,
     /// Seed of the draw; the same seed gives the same split.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -31,14 +34,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(n) => data.truncate(n),
         None => data,
     };
-    let split = Split::balanced(&data, args.labels_per_class, args.seed)
-        .with_context(|| format!("splitting {}", args.dataset))?;
+    let split = match (args.labels_per_class, args.label_fraction) {
+        (Some(n), _) => Split::balanced(&data, n, args.seed),
+        (None, Some(f)) => Split::by_fraction(&data, f, args.seed),
+        (None, None) => unreachable!("clap requires one of --labels-per-class and --label-fraction"),
+    }
+    .with_context(|| format!("splitting {}", args.dataset))?;
     split.save(&args.out)?;
+    let per_class = match split.label_fraction() {
+        Some(f) => format!("{f} of each"),
+        None => format!("{} per class", split.labels_per_class()),
+    };
     println!(
-        "{}: {} labeled ({} per class x {} classes), {} unlabeled, seed {}, from {} (train)",
+        "{}: {} labeled ({per_class} of {} classes), {} unlabeled, seed {}, from {} (train)",
         args.out.display(),
         split.labeled().len(),
-        split.labels_per_class(),
         split.num_classes(),
         split.unlabeled().len(),
         split.seed(),
