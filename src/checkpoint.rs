@@ -72,6 +72,19 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The checkpoint file's name in a run directory.
+    pub const FILE_NAME: &'static str = "checkpoint.safetensors";
+
+    /// `path` itself, or the checkpoint file of the run directory `path`: what `--resume`,
+    /// `--checkpoint` and the other commands that read a checkpoint accept.
+    pub fn file_of(path: &Path) -> PathBuf {
+        if path.is_dir() {
+            path.join(Self::FILE_NAME)
+        } else {
+            path.to_path_buf()
+        }
+    }
+
     /// Write to `path` atomically.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
         let io = |source| CheckpointError::Io { path: path.to_owned(), source };

@@ -15,9 +15,10 @@ use crate::curves::{register_font, FAMILY};
 use crate::train::image_set;
 use crate::trained::TrainedModel;
 use anyhow::{bail, Context as _};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use protocon::checkpoint::Checkpoint;
 use protocon::data::{Labelled, Split, Subset};
+use protocon::protocon::prior::softmax_rows;
 use protocon_stages::objective::Algorithm;
 use protocon_stages::test_set::TestSet;
 use serde::Serialize;
@@ -59,6 +60,13 @@ pub struct ClassRows {
     /// prototype; `None` without prototypes (a FixMatch or supervised checkpoint) or when the
     /// class has no prototype yet.
     pub nearest_to_prototype: Option<Vec<Pick>>,
+}
+
+impl ClassRows {
+    /// How many of `picks` (one of this class's rows) truly belong to the class.
+    pub fn of_class(&self, picks: &[Pick]) -> usize {
+        picks.iter().filter(|p| p.label as usize == self.class).count()
+    }
 }
 
 /// One cluster of one clustering head.
@@ -104,7 +112,7 @@ pub fn top_k(scores: impl Iterator<Item = f64>, k: usize) -> Vec<(usize, f64)> {
 /// Reads the checkpoint, runs the raw network over the test set and picks the rows.
 pub fn inspect(checkpoint: &Path, options: &InspectOptions) -> anyhow::Result<(Inspection, TestSet, Option<TestSet>)> {
     anyhow::ensure!(options.k >= 1, "inspect: at least one image per row");
-    let path = TrainedModel::path_of(checkpoint);
+    let path = Checkpoint::file_of(checkpoint);
     let ck = Checkpoint::load(&path, &Device::Cpu)?;
     let protocon = ck.tensors.contains_key("protocon.prototypes.prototypes");
     let model = TrainedModel::from_checkpoint(&path, &ck, true, protocon)?;
@@ -119,8 +127,7 @@ pub fn inspect(checkpoint: &Path, options: &InspectOptions) -> anyhow::Result<(I
     let mut probs = Vec::with_capacity(n * c);
     let mut proj: Vec<f32> = Vec::new();
     test.forward_chunks(&model.net, TestSet::CHUNK, |_, out| {
-        let p = candle_nn_softmax(&out.logits)?;
-        probs.extend(p.flatten_all()?.to_vec1::<f32>()?);
+        probs.extend(softmax_rows(&out.logits.flatten_all()?.to_vec1::<f32>()?, c));
         if let Some(z) = &out.projection {
             proj.extend(z.flatten_all()?.to_vec1::<f32>()?);
         }
@@ -167,13 +174,6 @@ pub fn inspect(checkpoint: &Path, options: &InspectOptions) -> anyhow::Result<(I
     Ok((inspection, test, train))
 }
 
-/// Row-wise softmax of logits (in f32, as the training losses compute it).
-fn candle_nn_softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
-    let max = logits.max_keepdim(1)?;
-    let e = logits.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(1)?)
-}
-
 /// The bank's clusters: members from the last assignments of the unlabeled images (the run's
 /// `split.json` beside the checkpoint says which training images those are), pseudo-labels
 /// from the cluster label distributions, purity from the true labels.
@@ -203,6 +203,8 @@ fn clusters_of(ck: &Checkpoint, path: &Path, train: &TestSet, options: &InspectO
         }
         let (k, classes) = z.dims2()?;
         let z: Vec<f32> = z.flatten_all()?.to_vec1()?;
+        // Count true labels over every class that occurs, even one the clusters' labels lack.
+        let label_slots = classes.max(1 + labels.iter().copied().max().unwrap_or(0) as usize);
         let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];
         for (slot, &a) in assign.iter().enumerate() {
             members.get_mut(a as usize).with_context(|| format!("{}: cluster {a} of head {head} out of range", path.display()))?.push(unlabeled[slot]);
@@ -211,7 +213,7 @@ fn clusters_of(ck: &Checkpoint, path: &Path, train: &TestSet, options: &InspectO
         for (cluster, m) in members.iter().enumerate() {
             let dist = &z[cluster * classes..(cluster + 1) * classes];
             let (pseudo_label, weight) = top_k(dist.iter().map(|&v| v as f64), 1)[0];
-            let mut counts = vec![0usize; classes.max(1 + labels.iter().copied().max().unwrap_or(0) as usize)];
+            let mut counts = vec![0usize; label_slots];
             for &i in m {
                 counts[labels[i] as usize] += 1;
             }
@@ -325,11 +327,10 @@ pub fn write(inspection: &Inspection, test: &TestSet, train: Option<&TestSet>, o
         let row = |picks: &[Pick]| -> anyhow::Result<Vec<(Vec<u8>, bool)>> {
             picks.iter().map(|p| Ok((pixels_of(test, p.index)?, p.label as usize != class.class))).collect()
         };
-        let correct = |picks: &[Pick]| picks.iter().filter(|p| p.label as usize == class.class).count();
         let mc = &class.most_confident;
-        rows.push((format!("{}: classifier\n{}/{} of this class", class.name, correct(mc), mc.len()), row(mc)?));
+        rows.push((format!("{}: classifier\n{}/{} of this class", class.name, class.of_class(mc), mc.len()), row(mc)?));
         if let Some(np) = &class.nearest_to_prototype {
-            rows.push((format!("{}: nearest to prototype\n{}/{} of this class", class.name, correct(np), np.len()), row(np)?));
+            rows.push((format!("{}: nearest to prototype\n{}/{} of this class", class.name, class.of_class(np), np.len()), row(np)?));
         }
     }
     let mut written = Vec::new();

@@ -337,7 +337,7 @@ impl TrainingRun {
         });
 
         let t = &config.train;
-        let checkpoint = out.join("checkpoint.safetensors");
+        let checkpoint = out.join(Checkpoint::FILE_NAME);
         let compute_cfg = ComputeConfig {
             sgd: SgdConfig { lr: t.lr, momentum: t.momentum, weight_decay: t.weight_decay, nesterov: t.nesterov },
             schedule: CosineSchedule::new(t.lr, t.warmup_steps, t.steps),
@@ -428,7 +428,7 @@ impl TrainingRun {
         let metrics_path = out.join("metrics.jsonl");
         let mut start = 0;
         if let Some(resume) = &options.resume {
-            let path = if resume.is_dir() { resume.join("checkpoint.safetensors") } else { resume.clone() };
+            let path = Checkpoint::file_of(resume);
             let ck = Checkpoint::load(&path, &Device::Cpu)?;
             start = compute.restore(&ck).with_context(|| format!("resume from {}", path.display()))?;
             metrics::truncate_after(&metrics_path, start)?;

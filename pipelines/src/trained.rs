@@ -26,13 +26,8 @@ impl TrainedModel {
     /// model, or the raw one with `raw`; with `projection`, the projection head too (ProtoCon
     /// checkpoints).
     pub fn load(checkpoint: &Path, raw: bool, projection: bool) -> anyhow::Result<TrainedModel> {
-        let path = Self::path_of(checkpoint);
+        let path = Checkpoint::file_of(checkpoint);
         Self::from_checkpoint(&path, &Checkpoint::load(&path, &Device::Cpu)?, raw, projection)
-    }
-
-    /// `checkpoint` itself, or the checkpoint file of a run directory.
-    pub fn path_of(checkpoint: &Path) -> PathBuf {
-        if checkpoint.is_dir() { checkpoint.join("checkpoint.safetensors") } else { checkpoint.to_path_buf() }
     }
 
     /// [`TrainedModel::load`] from a checkpoint already read from `path`.

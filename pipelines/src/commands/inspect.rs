@@ -32,9 +32,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         inspection.test_images
     );
     for class in &inspection.classes {
-        let agree = |picks: &[inspect::Pick]| picks.iter().filter(|p| p.label as usize == class.class).count();
-        let proto = class.nearest_to_prototype.as_ref().map_or(String::new(), |p| format!(", nearest to prototype {}/{}", agree(p), p.len()));
-        println!("  {:<14} classifier {}/{}{proto} of this class", class.name, agree(&class.most_confident), class.most_confident.len());
+        let proto = class.nearest_to_prototype.as_ref().map_or(String::new(), |p| format!(", nearest to prototype {}/{}", class.of_class(p), p.len()));
+        println!("  {:<14} classifier {}/{}{proto} of this class", class.name, class.of_class(&class.most_confident), class.most_confident.len());
     }
     for path in written {
         println!("wrote {}", path.display());

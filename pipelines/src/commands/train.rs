@@ -5,6 +5,7 @@ use crate::train::{default_out, TrainOptions, TrainingRun};
 use anyhow::Context as _;
 use super::progress::ProgressLines;
 use indicatif::{ProgressBar, ProgressStyle};
+use protocon::checkpoint::Checkpoint;
 use protocon_stages::objective::Algorithm;
 use protocon_stages::record::Record;
 use std::io::IsTerminal as _;
@@ -142,7 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "metrics: {}  checkpoint: {}  curves: {}",
         out.join("metrics.jsonl").display(),
-        out.join("checkpoint.safetensors").display(),
+        out.join(Checkpoint::FILE_NAME).display(),
         out.join("curves.png").display()
     );
     Ok(())
