@@ -205,3 +205,59 @@ fn the_imagenet_recipe_trains_resnet50_on_a_jpeg_folder() {
     std::fs::remove_dir_all(&root).ok();
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// The other large-image recipes start on a folder of JPEGs too, sizes scaled down as above:
+/// mini-ImageNet's (decoded into memory, CIFAR-style crops and RandAugment on 84 px images,
+/// here 32 px) and DomainNet clipart's (per-sample decoding, SimCLR-style views, a label
+/// fraction). Each keeps its ResNet-50, d = 128 and 3 heads, and takes two steps.
+#[test]
+fn the_mini_imagenet_and_domainnet_recipes_train_on_a_jpeg_folder() {
+    let root = temp("recipes-jpegs");
+    write_jpeg_folder(&root);
+    let dataset = format!("data.dataset=folder:{}", root.display());
+    let common = [
+        dataset.as_str(),
+        "train.labeled_batch=2",
+        "train.unlabeled_ratio=1",
+        "train.steps=2",
+        "train.eval_every=2",
+        "train.log_every=1",
+        "train.checkpoint_every=2",
+        "protocon.min_cluster_size=4",
+        "threads.compute=1",
+        "threads.weak_workers=1",
+        "threads.strong_workers=1",
+    ];
+    let recipes: [(&str, &[&str]); 2] = [
+        ("mini-imagenet-40-protocon.toml", &["data.size=32", "data.labels_per_class=1"]),
+        (
+            "domainnet-clipart-protocon.toml",
+            &[
+                "data.size=64",
+                "augment.weak=[{ name = \"random_resized_crop\", size = 64 }, \"flip\"]",
+                "augment.strong=[{ name = \"random_resized_crop\", size = 64 }, \"simclr\"]",
+            ],
+        ),
+    ];
+    for (file, own) in recipes {
+        let out = temp(&format!("recipe-{file}"));
+        let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").join(file);
+        let mut args = vec!["train", "--quiet", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        for s in common.iter().chain(own) {
+            args.extend(["--set", s]);
+        }
+        ok(&protocon(&args));
+        let rs = records(&out);
+        let trains: Vec<_> = rs.iter().filter(|r| r["kind"] == "train").collect();
+        assert_eq!(trains.len(), 2, "{file}: {rs:?}");
+        assert!(trains.iter().all(|r| r["loss"].as_f64().unwrap().is_finite() && r["loss_c"].is_number()), "{file}: {trains:?}");
+        let effective = std::fs::read_to_string(out.join("config.toml")).unwrap();
+        for want in ["arch = \"resnet50\"", "heads = 3", "projection_dim = 128"] {
+            assert!(effective.contains(want), "{file}: no {want} in {effective}");
+        }
+        let split: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("split.json")).unwrap()).unwrap();
+        assert_eq!(split["labeled"].as_array().unwrap().len(), 2, "{file}: one label per class");
+        std::fs::remove_dir_all(&out).ok();
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
