@@ -9,6 +9,7 @@
 pub mod cancel;
 pub mod checkpoint;
 pub mod data;
+pub mod device;
 pub mod ema;
 pub mod error;
 pub mod loss;

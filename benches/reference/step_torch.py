@@ -12,6 +12,10 @@ peak RSS from /proc/self/status (VmHWM).
 Usage: python3 step_torch.py --model wrn-28-2 --labeled 16 --unlabeled 112 --threads 2 [--json]
        python3 step_torch.py --model resnet50 --labeled 4 --unlabeled 12 --size 224 --threads 2
        python3 step_torch.py --model cnn-small --labeled 8 --unlabeled 56 --threads 2
+       python3 step_torch.py --model wrn-28-2 --labeled 64 --unlabeled 448 --device cuda
+On a GPU (`--device cuda`) each phase is synchronised, and the peak of device memory in use
+after a step (total - free, `torch.cuda.mem_get_info`, as `protocon bench step --device cuda:0`
+reads it) is reported next to PyTorch's allocator peak.
 """
 import argparse
 import json
@@ -132,16 +136,20 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    net = build_model(a.model, a.classes)
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    net = build_model(a.model, a.classes).to(dev)
     params = sum(p.numel() for p in net.parameters())
     opt = fixmatch_sgd(net)
     b, u = a.labeled, a.unlabeled
-    x = torch.randn(b + 2 * u, 3, a.size, a.size)
-    y = torch.randint(0, a.classes, (b,))
+    x = torch.randn(b + 2 * u, 3, a.size, a.size, device=dev)
+    y = torch.randint(0, a.classes, (b,), device=dev)
+    in_use = 0
     net.train()
     times = []
     for i in range(a.warmup + a.steps):
@@ -156,19 +164,30 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if cuda:
+            torch.cuda.synchronize(dev)
+            free, total = torch.cuda.mem_get_info(dev)
+            in_use = max(in_use, total - free)
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     images = b + 2 * u
     out = {"benchmark": "step-pytorch", "model": a.model, "labeled": b, "unlabeled": u, "threads": a.threads,
            "parameters": params, "torch": torch.__version__, "step_ms": med * 1e3, "step_ms_min": min(times) * 1e3,
-           "step_ms_max": max(times) * 1e3, "images_per_s": images / med, "peak_rss_bytes": peak_rss_bytes()}
+           "step_ms_max": max(times) * 1e3, "images_per_s": images / med, "peak_rss_bytes": peak_rss_bytes(),
+           "device": str(dev)}
+    if cuda:
+        out["peak_device_memory_bytes"] = in_use
+        out["torch_max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated(dev)
     if a.json:
         print(json.dumps(out))
     else:
         print(f"PyTorch {torch.__version__} {a.model} ({params} parameters) {b}+{u}+{u}, {a.threads} threads: "
               f"{med * 1e3:.1f} ms/step ({min(times) * 1e3:.1f}..{max(times) * 1e3:.1f}), "
               f"{images / med:.1f} images/s, peak RSS {out['peak_rss_bytes'] / 1e9:.2f} GB")
+        if cuda:
+            print(f"device memory in use after a step (total - free, peak): {in_use / 1e9:.2f} GB; "
+                  f"allocator peak {out['torch_max_memory_allocated_bytes'] / 1e9:.2f} GB")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context as _};
 use protocon::data::{DatasetKind, DatasetSpec, Fit, Subset};
+use protocon::device::DeviceKind;
 use protocon::model::Arch;
 use protocon::protocon::{ClusterLabels, DualLr, LossWeights, MaskFrom, PriorCorrection, ProtoConConfig, Target};
 use protocon_stages::augment::AugmentConfig;
@@ -33,6 +34,20 @@ pub struct RunConfig {
     /// ProtoCon's settings (used with `algorithm = "protocon"`).
     #[serde(default)]
     pub protocon: ProtoconSection,
+    /// Where the model trains.
+    #[serde(default)]
+    pub device: DeviceSection,
+}
+
+/// Where the networks, the optimizer state, the EMA copy and each step's tensors live:
+/// `kind = "cpu"` (the default) or `"cuda:N"` (a binary built with `--features cuda`, see
+/// `scripts/build-cuda.sh`). The augmentation, the clustering, the memory bank and the
+/// prototypes stay on the host either way (`protocon::device` says why and what crosses).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSection {
+    #[serde(default)]
+    pub kind: DeviceKind,
 }
 
 /// ProtoCon (protocon.md s.3-7). The defaults are `preset = "default"`: the paper's CIFAR-10
@@ -488,6 +503,7 @@ impl RunConfig {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.device.kind.supported().context("device.kind")?;
         let t = &self.train;
         if t.steps == 0 || t.labeled_batch == 0 {
             bail!("train.steps and train.labeled_batch must be at least 1");
@@ -768,6 +784,14 @@ mod tests {
             assert!(e.contains(key), "{set}: {e}");
         }
         assert!(protocon(&["protocon.dual_lr=0"]).is_ok(), "0 (duals never move) is a valid setting");
+        assert_eq!(protocon(&["device.kind=cuda:1"]).map(|c| c.device.kind).ok(), cfg!(feature = "cuda").then_some(DeviceKind::Cuda(1)));
+        for (set, want) in [("device.kind=tpu", "unknown device \"tpu\""), ("device.kind=cuda:0", "device.kind")] {
+            if set.ends_with("cuda:0") && cfg!(feature = "cuda") {
+                continue;
+            }
+            let e = format!("{:#}", protocon(&[set]).unwrap_err());
+            assert!(e.contains(want), "{set}: {e}");
+        }
         let c = protocon(&["protocon.strong_margin=0", "protocon.target=hard"]).unwrap();
         let s = c.protocon.settings(&c, 5960, 10);
         assert_eq!(s.prior, PriorCorrection::Debias { margin: 0.5, strong_margin: 0.0, momentum: 0.999 });
@@ -794,6 +818,6 @@ mod tests {
                 }
             }
         }
-        assert!(seen >= 7, "{seen} configs");
+        assert!(seen >= 13, "{seen} configs");
     }
 }

@@ -364,9 +364,10 @@ impl TrainingRun {
         };
         let projection = (config.algorithm == Algorithm::Protocon).then_some(config.protocon.projection_dim);
         let net_options = NetworkOptions { bn_momentum: config.model.bn_momentum, zero_init_residual: config.model.zero_init_residual, ..Default::default() };
-        let net = Network::build(config.model.arch, classes, projection, config.seed, &Device::Cpu, &net_options)?;
-        let ema_net = Network::build(config.model.arch, classes, projection, config.seed, &Device::Cpu, &net_options)?;
-        let compute = ComputeStage::new(compute_cfg, net, ema_net, objective, Some(test));
+        let device = config.device.kind.open()?;
+        let net = Network::build(config.model.arch, classes, projection, config.seed, &device, &net_options)?;
+        let ema_net = Network::build(config.model.arch, classes, projection, config.seed, &device, &net_options)?;
+        let compute = ComputeStage::new(compute_cfg, net, ema_net, objective, Some(test)).on_device(device);
         let source = Arc::new(ViewSource { data: train_data, shape, augmenter, norm });
         Ok(Prepared { feed: Feed { schedule, source, info }, compute, checkpoint })
     }
@@ -491,7 +492,8 @@ impl TrainingRun {
         let threads = &config.threads;
         let unlabeled_batch = config.unlabeled_batch();
         eprintln!(
-            "threads: compute {} (kernels), weak augmentation {} worker(s), strong augmentation {} worker(s); {} labeled / {} unlabeled images",
+            "device {}; threads: compute {} (kernels), weak augmentation {} worker(s), strong augmentation {} worker(s); {} labeled / {} unlabeled images",
+            config.device.kind,
             protocon::ops::num_threads(),
             threads.weak_workers,
             if unlabeled_batch > 0 { threads.strong_workers } else { 0 },

@@ -131,6 +131,7 @@ pub struct Network {
     params: ParamStore,
     kernels: Kernels,
     arch: Arch,
+    device: Device,
 }
 
 impl Network {
@@ -175,7 +176,7 @@ impl Network {
             Some(d) => Some(Projector { fc1: Linear::new(&mut pb, "proj.fc1", f, f)?, fc2: Linear::new(&mut pb, "proj.fc2", f, d)? }),
             None => None,
         };
-        Ok(Network { backbone, classifier, projector, params, kernels: Kernels::default(), arch })
+        Ok(Network { backbone, classifier, projector, params, kernels: Kernels::default(), arch, device: device.clone() })
     }
 
     /// Use candle's stock ops (to compare against the fused kernels) or the fused ones.
@@ -190,6 +191,11 @@ impl Network {
 
     pub fn params(&self) -> &ParamStore {
         &self.params
+    }
+
+    /// Where the parameters live (and the inputs must).
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Output> {

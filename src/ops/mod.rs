@@ -11,7 +11,9 @@
 //!
 //! Every public function dispatches on the input: f32 or f64 tensors on the CPU run the
 //! fused kernels, anything else (a CUDA device, half precision) runs the stock candle ops in
-//! [`reference`](mod@reference), so model code calls these functions unconditionally. [`Kernels`] lets a
+//! [`reference`](mod@reference) (max-pooling excepted: candle's pool gradient is wrong, so
+//! `max_pool_any_device` builds it from reshapes, selections and `max`), so model code calls
+//! these functions unconditionally. [`Kernels`] lets a
 //! model choose the stock ops on the CPU as well, to check one against the other.
 //!
 //! Threads: the fused kernels use [`num_threads`] threads, `RAYON_NUM_THREADS` (or the number
@@ -40,6 +42,7 @@ mod conv2d;
 mod element;
 mod leaky_relu;
 mod max_pool;
+mod max_pool_any_device;
 mod max_pool_window;
 pub mod reference;
 mod scratch;
@@ -195,10 +198,10 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
 
 /// Max-pooling over `k x k` windows with stride `k` (`N x C x H x W`, `H` and `W` multiples of
 /// `k`), whose gradient goes whole to each window's first maximum (candle's own backward passes
-/// on `1 / k^2` of it; see the `max_pool` module).
+/// on `1 / k^2` of it; see the `max_pool` module). Off the CPU: [`max_pool_any_device`].
 pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     if !fused_kernels_cover(x) {
-        return reference::max_pool2d(x, k);
+        return max_pool_any_device::max_pool2d(x, k);
     }
     x.contiguous()?.apply_op1(max_pool::MaxPool { k })
 }
@@ -207,7 +210,7 @@ pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
 /// stride 2, padding 1), PyTorch's sizes and gradient rule (see the `max_pool_window` module).
 pub fn max_pool2d_window(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     if !fused_kernels_cover(x) {
-        return reference::max_pool2d_window(x, kernel, stride, padding);
+        return max_pool_any_device::max_pool2d_window(x, kernel, stride, padding);
     }
     x.contiguous()?.apply_op1(max_pool_window::MaxPoolWindow(max_pool_window::Window { kernel, stride, padding }))
 }

@@ -95,7 +95,7 @@ impl Sgd {
     pub fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
         for (p, buf) in self.params.iter().zip(&mut self.buffers) {
             *buf = match state.get(&format!("momentum.{}", p.name)) {
-                Some(t) if t.dims() == p.var.dims() => Some(t.clone()),
+                Some(t) if t.dims() == p.var.dims() => Some(t.to_device(p.var.device())?),
                 Some(t) => candle_core::bail!("momentum of `{}`: shape {:?}, expected {:?}", p.name, t.dims(), p.var.dims()),
                 None => None,
             };

@@ -22,6 +22,7 @@ pub use prior::{ClassPrior, PriorCorrection};
 pub use prototypes::Prototypes;
 pub use refine_gate::RefineGate;
 
+use crate::device;
 use candle_core::{DType, Device, Tensor, WithDType};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -236,16 +237,23 @@ fn one_hot(labels: &[u32], c: usize) -> Vec<f32> {
     out
 }
 
-fn rows(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.detach().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+/// `t`'s values on the host, as f32 (one download, named `what`).
+fn rows(what: &'static str, t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    device::download(what, &t.detach().to_dtype(DType::F32)?)
 }
 
 /// `mean_b weight_b * H(target_b, softmax(logits_b))`, targets and weights constant.
-fn soft_cross_entropy(logits: &Tensor, target: &[f32], weight: &[f32]) -> candle_core::Result<Tensor> {
-    let (dev, dtype, shape) = (logits.device(), logits.dtype(), logits.dims2()?);
-    let target = Tensor::from_slice(target, shape, dev)?.to_dtype(dtype)?;
-    let weight = Tensor::from_slice(weight, shape.0, dev)?.to_dtype(dtype)?;
-    crate::loss::masked_soft_cross_entropy(logits, &target, &weight)
+fn soft_cross_entropy(logits: &Tensor, (target, weight): &(Tensor, Tensor)) -> candle_core::Result<Tensor> {
+    crate::loss::masked_soft_cross_entropy(logits, target, weight)
+}
+
+/// Row targets (shaped as `like`, rows x columns) and their row weights, uploaded to `like`'s
+/// device and dtype.
+fn upload_targets(what: [&'static str; 2], like: &Tensor, target: &[f32], weight: &[f32]) -> candle_core::Result<(Tensor, Tensor)> {
+    let (dev, dtype, shape) = (like.device(), like.dtype(), like.dims2()?);
+    let target = device::upload_slice(what[0], target, shape, dev)?.to_dtype(dtype)?;
+    let weight = device::upload_slice(what[1], weight, shape.0, dev)?.to_dtype(dtype)?;
+    Ok((target, weight))
 }
 
 /// The clustering and the memory bank, shared between the compute stage and an asynchronous
@@ -370,14 +378,14 @@ impl ProtoCon {
         let t = self.cfg.temperature as f64;
         let dev = x.q_x.device().clone();
         let dtype = x.q_x.dtype();
-        let protos = Tensor::from_slice(self.prototypes.matrix(), (c, d), &dev)?.to_dtype(dtype)?;
+        let protos = device::upload_slice("prototypes", self.prototypes.matrix(), (c, d), &dev)?.to_dtype(dtype)?;
 
         // 3. Labeled losses.
         let loss_x = crate::loss::labeled_cross_entropy(x.logits_x, x.labels, x.targets_x)?;
         let loss_px = crate::loss::cross_entropy(&(x.q_x.matmul(&protos.t()?)? / t)?, x.labels)?;
 
         // 4. Classifier pseudo-labels with the prior correction.
-        let weak = rows(x.logits_w)?;
+        let weak = rows("weak-view logits", x.logits_w)?;
         let (pw, strong_margin) = self.prior.pseudo_labels(&weak);
 
         // 5. Refinement with the clusters' pseudo-labels.
@@ -401,30 +409,36 @@ impl ProtoCon {
 
         // 7. Unlabeled classification loss, with the debias margin on the strong logits.
         let strong = match &strong_margin {
-            Some(m) => x.logits_s.broadcast_add(&Tensor::from_slice(m, c, &dev)?.to_dtype(dtype)?)?,
+            Some(m) => x.logits_s.broadcast_add(&device::upload_slice("strong debias margin", m, c, &dev)?.to_dtype(dtype)?)?,
             None => x.logits_s.clone(),
         };
         let target_u = match self.cfg.target {
             Target::Soft => p_hat.clone(),
             Target::Hard => one_hot(&argmax_rows(&p_hat, c), c),
         };
-        let loss_u = soft_cross_entropy(&strong, &target_u, &mask_f)?;
+        let targets_u = upload_targets(["unlabeled targets", "mask"], &strong, &target_u, &mask_f)?;
+        let loss_u = soft_cross_entropy(&strong, &targets_u)?;
         // 8. Prototypical unlabeled loss.
-        let loss_pu = soft_cross_entropy(&(x.q_s.matmul(&protos.t()?)? / t)?, &target_u, &mask_f)?;
+        let loss_pu = soft_cross_entropy(&(x.q_s.matmul(&protos.t()?)? / t)?, &targets_u)?;
         // 9. Consistency of the non-confident samples' projections, towards a centered, sharper
         // target.
-        let q_w = rows(x.q_w)?;
+        let q_w = rows("weak-view projections", x.q_w)?;
         let centered: Vec<f32> =
             q_w.iter().enumerate().map(|(i, &q)| (q - self.center[i % d]) / self.cfg.target_temperature).collect();
         let target = prior::softmax_rows(&centered, d);
-        let loss_c = soft_cross_entropy(&(x.q_s / t)?, &target, &unmask_f)?;
+        let loss_c = soft_cross_entropy(&(x.q_s / t)?, &upload_targets(["consistency targets", "inverse mask"], x.q_s, &target, &unmask_f)?)?;
 
         // 10. Total.
         let w = self.cfg.weights;
         let loss = ((((loss_x.clone() * w.x)? + (loss_px.clone() * w.px)?)? + ((loss_u.clone() * w.u)? + (loss_pu.clone() * w.pu)?)?)?
             + (loss_c.clone() * w.c)?)?;
-        let scalar = |t: &Tensor| -> candle_core::Result<f64> { t.to_dtype(DType::F64)?.to_scalar::<f64>() };
-        let terms = LossTerms { x: scalar(&loss_x)?, px: scalar(&loss_px)?, u: scalar(&loss_u)?, pu: scalar(&loss_pu)?, c: scalar(&loss_c)? };
+        let terms = LossTerms {
+            x: device::download_scalar("loss_x", &loss_x)?,
+            px: device::download_scalar("loss_px", &loss_px)?,
+            u: device::download_scalar("loss_u", &loss_u)?,
+            pu: device::download_scalar("loss_pu", &loss_pu)?,
+            c: device::download_scalar("loss_c", &loss_c)?,
+        };
 
         // State updates after the losses: centre, prior, bank, prototypes.
         if u > 0 {
@@ -438,8 +452,8 @@ impl ProtoCon {
         self.prior.update(&weak);
         let pseudo_labels = argmax_rows(&p_hat, c);
         self.bank().record_labels(x.slots, &pseudo_labels, &mask)?;
-        let labels: Vec<u32> = x.labels.to_dtype(DType::U32)?.to_vec1()?;
-        let q_x = rows(x.q_x)?;
+        let labels: Vec<u32> = device::download("labels", &x.labels.to_dtype(DType::U32)?)?;
+        let q_x = rows("labeled projections", x.q_x)?;
         if self.epochs_ended > 0 {
             let labeled_clusters = self.cluster_labels_of(&q_x);
             self.gate.observe(&labeled_clusters, &labels);

@@ -11,8 +11,9 @@ use crate::batch::TrainBatch;
 use crate::objective::{Objective, StepView};
 use crate::record::{EvalRecord, Record, TrainRecord};
 use crate::test_set::TestSet;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use protocon::checkpoint::Checkpoint;
+use protocon::device;
 use protocon::ema::Ema;
 use protocon::model::{Mode, Network};
 use protocon::optim::{Sgd, SgdConfig};
@@ -108,6 +109,13 @@ impl ComputeStage {
         }
     }
 
+    /// Train on `device` (the CPU unless called): the networks, the optimizer and the EMA must
+    /// already live there ([`Network::build`] on it); each step's batch is uploaded to it.
+    pub fn on_device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
     /// The objective, for wiring what it runs elsewhere (ProtoCon's cluster stage).
     pub fn objective_mut(&mut self) -> &mut dyn Objective {
         &mut *self.objective
@@ -182,12 +190,12 @@ impl ComputeStage {
         let [c, h, w] = batch.shape;
         let (b, u) = (batch.plan.labeled.len(), batch.plan.unlabeled.len());
         let n = batch.images();
-        let x = Tensor::from_vec(batch.images, (n, c, h, w), &self.device)?;
-        let labels = Tensor::new(batch.labels.as_slice(), &self.device)?;
+        let x = device::upload("images", batch.images, (n, c, h, w), &self.device)?;
+        let labels = device::upload_slice("labels", batch.labels.as_slice(), batch.labels.len(), &self.device)?;
         let targets = match batch.targets {
             Some(t) if b > 0 && t.len() % b == 0 => {
                 let classes = t.len() / b;
-                Some(Tensor::from_vec(t, (b, classes), &self.device)?)
+                Some(device::upload("soft targets", t, (b, classes), &self.device)?)
             }
             Some(t) => return Err(StageError::msg(format!("step {step}: {} soft target values for {b} labeled samples", t.len()))),
             None => None,
@@ -210,7 +218,7 @@ impl ComputeStage {
         if self.cfg.nan_at_step == Some(step) {
             loss = (loss * f64::NAN)?;
         }
-        record.loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        record.loss = device::download_scalar("loss", &loss)?;
         if !record.loss.is_finite() {
             return Err(StageError::msg(format!(
                 "loss is {} (losses: x {:.4}, u {:.4}); stopping. The last checkpoint is kept.",

@@ -3,7 +3,8 @@
 
 use crate::augment::Image;
 use crate::views::Normalization;
-use candle_core::{Device, Tensor, D};
+use candle_core::D;
+use protocon::device;
 use protocon::data::{DataError, Dataset, FileDecoder, ImageFiles, Labelled, LoadOptions};
 use protocon::model::{Mode, Network, Output};
 use serde::Serialize;
@@ -103,7 +104,7 @@ impl TestSet {
         let mut confusion = vec![vec![0u64; classes]; classes];
         let mut correct = 0u64;
         self.forward_chunks(net, chunk, |range, out| {
-            let pred: Vec<u32> = out.logits.argmax(D::Minus1)?.to_vec1()?;
+            let pred: Vec<u32> = device::download("test predictions", &out.logits.argmax(D::Minus1)?)?;
             for (p, &y) in pred.iter().zip(&self.labels()[range]) {
                 confusion[y as usize][*p as usize] += 1;
                 correct += (*p == y as u32) as u64;
@@ -142,7 +143,7 @@ impl TestSet {
                 img.set_pixels(w, h, c, px).map_err(candle_core::Error::wrap)?;
                 img.normalize_chw_into(&self.norm.mean, &self.norm.std, &mut values[k * image_len..(k + 1) * image_len]);
             }
-            let x = Tensor::from_slice(&values[..len * image_len], (len, c, h, w), &Device::Cpu)?;
+            let x = device::upload_slice("test images", &values[..len * image_len], (len, c, h, w), net.device())?;
             f(start..start + len, &net.forward(&x, Mode::Eval)?)?;
             start += len;
         }
@@ -174,6 +175,7 @@ impl Labelled for TestSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::{Device, Tensor};
     use protocon::model::{Arch, NetworkOptions};
 
     /// Chunked evaluation with per-chunk normalisation gives the confusion matrix of one

@@ -17,6 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use protocon::model::{Arch, Mode, Network};
 use protocon::ops::Kernels;
 use protocon::optim::{Sgd, SgdConfig};
+use protocon::device::DeviceKind;
 use protocon::protocon::ProtoConConfig;
 use protocon_stages::objective::{FixMatch, Objective, ProtoConObjective, StepView};
 use protocon_stages::record::TrainRecord;
@@ -66,6 +67,11 @@ pub struct Args {
     clusters: usize,
     #[arg(long, default_value_t = 64)]
     projection_dim: usize,
+    /// Where the step runs: `cpu` or `cuda:N` (a binary built with scripts/build-cuda.sh). On a
+    /// CUDA device every op is candle's own (the fused kernels are CPU kernels), so the stock
+    /// baseline is skipped there; the peak of device memory in use is reported instead of RSS.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceKind,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -113,6 +119,9 @@ struct StepRunner {
     steps_done: usize,
     /// Seconds of each phase ([`PHASES`]) of the last step.
     last_phases: [f64; 4],
+    device: Device,
+    /// Most device memory in use seen after a step (CUDA only).
+    peak_device_bytes: Option<u64>,
 }
 
 /// The phases of a step, in order.
@@ -120,7 +129,7 @@ const PHASES: [&str; 4] = ["forward", "loss", "backward", "optimizer"];
 
 impl StepRunner {
     fn new(args: &Args, kernels: Kernels, algorithm: BenchAlgorithm) -> anyhow::Result<Self> {
-        let dev = Device::Cpu;
+        let dev = args.device.open()?;
         let projection = (algorithm == BenchAlgorithm::Protocon).then_some(args.projection_dim);
         let net = Network::new(args.model, args.classes, projection, 0, &dev)?.with_kernels(kernels);
         let objective = objective(args, algorithm)?;
@@ -130,7 +139,26 @@ impl StepRunner {
         let x = Tensor::randn(0f32, 1.0, (n, 3, args.size, args.size), &dev)?;
         let labels: Vec<u32> = (0..args.labeled).map(|_| rng.random_range(0..args.classes as u32)).collect();
         let labels = Tensor::new(labels.as_slice(), &dev)?;
-        Ok(StepRunner { net, opt, objective, x, labels, b: args.labeled, u: args.unlabeled, bank_samples: args.bank_samples, steps_done: 0, last_phases: [0.0; 4] })
+        Ok(StepRunner {
+            net,
+            opt,
+            objective,
+            x,
+            labels,
+            b: args.labeled,
+            u: args.unlabeled,
+            bank_samples: args.bank_samples,
+            steps_done: 0,
+            last_phases: [0.0; 4],
+            device: dev,
+            peak_device_bytes: None,
+        })
+    }
+
+    /// Waits for the device's queued work, so that a phase's time is its own (a no-op on the CPU).
+    fn sync(&self) -> candle_core::Result<Instant> {
+        self.device.synchronize()?;
+        Ok(Instant::now())
     }
 
     /// One step; returns its seconds and loss.
@@ -138,7 +166,7 @@ impl StepRunner {
         let (b, u) = (self.b, self.u);
         let start = Instant::now();
         let out = self.net.forward(&self.x, Mode::Train)?;
-        let forwarded = Instant::now();
+        let forwarded = self.sync()?;
         let slots: Vec<u32> = (0..u).map(|j| ((self.steps_done * u + j) % self.bank_samples) as u32).collect();
         let view = StepView {
             step: self.steps_done as u64,
@@ -154,12 +182,15 @@ impl StepRunner {
         };
         let mut record = TrainRecord::new(view.step, view.epoch, 0.0);
         let total = self.objective.loss(&view, None, &mut record)?;
-        let lost = Instant::now();
+        let lost = self.sync()?;
         let grads = total.backward()?;
-        let backwarded = Instant::now();
+        let backwarded = self.sync()?;
         self.opt.step(&grads)?;
         let loss = total.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        let done = Instant::now();
+        let done = self.sync()?;
+        if let Some(bytes) = protocon::device::memory_in_use(&self.device) {
+            self.peak_device_bytes = Some(self.peak_device_bytes.unwrap_or(0).max(bytes));
+        }
         self.last_phases = [forwarded - start, lost - forwarded, backwarded - lost, done - backwarded].map(|d| d.as_secs_f64());
         self.steps_done += 1;
         ensure!(loss.is_finite(), "loss is not finite: {loss}");
@@ -168,8 +199,8 @@ impl StepRunner {
 }
 
 /// Times `warmup + steps` FixMatch steps; returns per-step seconds of the timed ones, the median
-/// seconds of each phase over them, and the last loss.
-fn time_steps(args: &Args, kernels: Kernels, warmup: usize, steps: usize) -> anyhow::Result<(Vec<f64>, [f64; 4], f32)> {
+/// seconds of each phase over them, the last loss and the peak of device memory in use (CUDA).
+fn time_steps(args: &Args, kernels: Kernels, warmup: usize, steps: usize) -> anyhow::Result<(Vec<f64>, [f64; 4], f32, Option<u64>)> {
     let mut runner = StepRunner::new(args, kernels, BenchAlgorithm::Fixmatch)?;
     let mut times = Vec::with_capacity(steps);
     let mut phases: [Vec<f64>; 4] = Default::default();
@@ -182,7 +213,7 @@ fn time_steps(args: &Args, kernels: Kernels, warmup: usize, steps: usize) -> any
             phases.iter_mut().zip(runner.last_phases).for_each(|(p, v)| p.push(v));
         }
     }
-    Ok((times, phases.map(|p| Spread::of(&p).median), last_loss))
+    Ok((times, phases.map(|p| Spread::of(&p).median), last_loss, runner.peak_device_bytes))
 }
 
 /// `--algorithm protocon`: ProtoCon's step against FixMatch's, alternating steps so drift in
@@ -242,12 +273,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return run_protocon(&args, images);
     }
 
-    let (fused, phases, loss) = time_steps(&args, Kernels::Fused, args.warmup, args.steps).context("fused step")?;
+    let (fused, phases, loss, device_peak) = time_steps(&args, Kernels::Fused, args.warmup, args.steps).context("fused step")?;
     let fused_peak = protocon::rss::peak_rss_bytes();
     let fused = Spread::of(&fused);
+    let on_cpu = args.device == DeviceKind::Cpu;
     let stock = match args.baseline {
-        Baseline::Stock => Some(Spread::of(&time_steps(&args, Kernels::Stock, 1, args.baseline_steps).context("stock step")?.0)),
-        Baseline::None => None,
+        Baseline::Stock if on_cpu => Some(Spread::of(&time_steps(&args, Kernels::Stock, 1, args.baseline_steps).context("stock step")?.0)),
+        Baseline::Stock | Baseline::None => None,
     };
     let img_s = |s: &Spread| images / s.median;
     if args.json {
@@ -258,6 +290,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "unlabeled": args.unlabeled,
             "images_per_step": images,
             "threads": args.threads,
+            "device": args.device.to_string(),
+            "peak_device_memory_bytes": device_peak,
             "fused": {"step_ms": fused.median * 1e3, "step_ms_min": fused.min * 1e3, "step_ms_max": fused.max * 1e3,
                       "images_per_s": img_s(&fused), "steps": args.steps},
             "stock": stock.map(|s| serde_json::json!({"step_ms": s.median * 1e3, "step_ms_min": s.min * 1e3,
@@ -270,9 +304,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{v}");
     } else {
         println!(
-            "{} step, {} labeled + {} weak + {} strong = {} images, {} threads",
-            args.model, args.labeled, args.unlabeled, args.unlabeled, images, args.threads
+            "{} step, {} labeled + {} weak + {} strong = {} images, {} threads, device {}",
+            args.model, args.labeled, args.unlabeled, args.unlabeled, images, args.threads, args.device
         );
+        if let Some(bytes) = device_peak {
+            println!("device memory in use after a step (total - free, peak): {:.2} GB", bytes as f64 / 1e9);
+        }
         println!(
             "fused kernels: {:>8.1} ms/step ({:.1}..{:.1}), {:>7.1} images/s, peak RSS {:.2} GB (median of {})",
             fused.median * 1e3,

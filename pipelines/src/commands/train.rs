@@ -42,6 +42,10 @@ pub struct Args {
     /// Progress as log lines, not a bar (the default when stderr is not a terminal).
     #[arg(long)]
     quiet: bool,
+    /// Train on this device: `cpu` or `cuda:N` (overrides `device.kind`; CUDA needs a binary
+    /// built with scripts/build-cuda.sh).
+    #[arg(long, value_name = "cpu|cuda:N")]
+    device: Option<String>,
     /// With log lines: at most one progress line per this many seconds (a line still comes
     /// only every `train.log_every` steps, whichever is rarer).
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
@@ -50,6 +54,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut set = args.set.clone();
+    if let Some(device) = &args.device {
+        set.push(format!("device.kind={}", toml::Value::String(device.clone())));
+    }
     if let Some(split) = &args.split {
         set.push(format!("data.split={}", toml::Value::String(split.display().to_string())));
     }

@@ -142,8 +142,8 @@ pub fn pseudo_label_stats(pseudo: &[u32], mask: &[bool], hidden: &[u32]) -> (f64
 }
 
 /// A loss tensor's value, for the record.
-pub(crate) fn value(t: &Tensor) -> candle_core::Result<f64> {
-    Ok(t.to_scalar::<f32>()? as f64)
+pub(crate) fn value(what: &'static str, t: &Tensor) -> candle_core::Result<f64> {
+    ::protocon::device::download_scalar(what, t)
 }
 
 #[cfg(test)]
@@ -156,5 +156,68 @@ mod tests {
         let (rate, kept_acc, all_acc) = pseudo_label_stats(&[1, 2, 3, 4], &[true, false, true, false], &[1, 2, 0, 0]);
         assert_eq!((rate, kept_acc, all_acc), (0.5, 0.5, 0.5));
         assert_eq!(pseudo_label_stats(&[1], &[false], &[1]), (0.0, 0.0, 1.0));
+    }
+
+    /// What each objective's loss moves between host and device in a step (see
+    /// `protocon::device`): on a CUDA device these are the only transfers of the step besides
+    /// the compute stage's batch upload and loss download. A new one shows up here.
+    #[test]
+    fn host_device_crossings_of_a_step_are_the_listed_ones() {
+        use candle_core::{Device, Tensor};
+        use ::protocon::device::{record_crossings, Direction};
+        use ::protocon::protocon::ProtoConConfig;
+        let (b, u, c, d) = (2, 3, 4, 5);
+        let dev = Device::Cpu;
+        let values = |n: usize, k: usize| -> Vec<f32> { (0..n).map(|i| ((i * k) % 11) as f32 / 11.0 - 0.4).collect() };
+        let logits = Tensor::from_vec(values((b + 2 * u) * c, 7), (b + 2 * u, c), &dev).unwrap();
+        let projection = Tensor::from_vec(values((b + 2 * u) * d, 5), (b + 2 * u, d), &dev).unwrap();
+        let labels = Tensor::new(&[1u32, 3], &dev).unwrap();
+        let slots = [0u32, 1, 2];
+        let view = StepView {
+            step: 0,
+            epoch: 0,
+            logits: &logits,
+            projection: Some(&projection),
+            labeled: b,
+            unlabeled: u,
+            labels: &labels,
+            targets: None,
+            slots: &slots,
+            hidden_labels: &[0, 1, 2],
+        };
+        let crossings = |objective: &mut dyn Objective| -> Vec<(&'static str, Direction)> {
+            let mut record = TrainRecord::new(0, 0, 0.1);
+            let (loss, list) = record_crossings(|| objective.loss(&view, None, &mut record));
+            assert!(loss.unwrap().to_scalar::<f32>().unwrap().is_finite());
+            list.into_iter().map(|x| (x.what, x.direction)).collect()
+        };
+        use Direction::{Down, Up};
+        let mut fixmatch = FixMatch { threshold: 0.5, lambda_u: 1.0 };
+        assert_eq!(
+            crossings(&mut fixmatch),
+            [("loss_x", Down), ("loss_u", Down), ("fixmatch pseudo-labels", Down), ("fixmatch mask", Down)]
+        );
+        let mut protocon = ProtoConObjective::new(ProtoConConfig::paper(c, d, 2, 1, 3)).unwrap();
+        assert_eq!(
+            crossings(&mut protocon),
+            [
+                ("weak-view projections", Down),
+                ("prototypes", Up),
+                ("weak-view logits", Down),
+                ("strong debias margin", Up),
+                ("unlabeled targets", Up),
+                ("mask", Up),
+                ("weak-view projections", Down),
+                ("consistency targets", Up),
+                ("inverse mask", Up),
+                ("loss_x", Down),
+                ("loss_px", Down),
+                ("loss_u", Down),
+                ("loss_pu", Down),
+                ("loss_c", Down),
+                ("labels", Down),
+                ("labeled projections", Down),
+            ]
+        );
     }
 }

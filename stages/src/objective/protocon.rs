@@ -7,7 +7,7 @@ use crate::cluster::{ClusterJob, ClusterProgress};
 use crate::record::{EpochRecord, TrainRecord};
 use candle_core::Tensor;
 use ::protocon::protocon::{Clustering, ProtoCon, ProtoConConfig, StepInputs};
-use ::protocon::{Control, QueueSender, StageError};
+use ::protocon::{device, Control, QueueSender, StageError};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ impl Objective for ProtoConObjective {
         let (b, u) = (view.labeled, view.unlabeled);
         let proj = view.projection.ok_or_else(|| StageError::msg("ProtoCon needs a network with a projection head"))?;
         let q_w = proj.narrow(0, b, u)?;
-        let q_w_values: Vec<f32> = q_w.detach().flatten_all()?.to_vec1()?;
+        let q_w_values: Vec<f32> = device::download("weak-view projections", &q_w.detach())?;
         let slots = view.slots;
         let clusters = match (&self.cluster_async, control) {
             (Some(a), Some(control)) => {

@@ -17,7 +17,7 @@ impl Objective for Supervised {
 
     fn loss(&mut self, view: &StepView, _: Option<&Control>, record: &mut TrainRecord) -> Result<Tensor, StageError> {
         let loss_x = loss::labeled_cross_entropy(&view.logits.narrow(0, 0, view.labeled)?, view.labels, view.targets)?;
-        record.loss_x = value(&loss_x)?;
+        record.loss_x = value("loss_x", &loss_x)?;
         Ok(loss_x)
     }
 }
