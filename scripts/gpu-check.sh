@@ -46,7 +46,7 @@ for name, keep in [("train-images-idx3-ubyte.gz", 6000), ("train-labels-idx1-uby
     (out / name).write_bytes(gzip.compress(raw, 6))
 EOF
   du -sh "$dir"
-  echo "gpu-check: ready. On a lent machine: run with command 'scripts/gpu-check.sh run', carry [\"$dir\"], timeout_s 480" >&2
+  echo "gpu-check: ready. On a lent machine: run with command 'scripts/gpu-check.sh run', carry [\"$dir\"], timeout_s 420" >&2
 }
 
 run() {
@@ -68,8 +68,8 @@ run() {
   fm="fashion-mnist:$dir/data/fashion-mnist"
 
   echo "== (a) WRN-28-2 step, 64 + 448 + 448, cuda:0 against PyTorch on the same card"
-  "$bin" bench step --device cuda:0 --model wrn-28-2 --labeled 64 --unlabeled 448 --threads 16 --warmup 3 --steps 10 --baseline none --json | tee "$out/step-protocon.json"
-  python3 benches/reference/step_torch.py --device cuda --model wrn-28-2 --labeled 64 --unlabeled 448 --threads 16 --warmup 3 --steps 10 --json | tee "$out/step-torch.json"
+  "$bin" bench step --device cuda:0 --model wrn-28-2 --labeled 64 --unlabeled 448 --threads 16 --warmup 2 --steps 6 --baseline none --json | tee "$out/step-protocon.json"
+  python3 benches/reference/step_torch.py --device cuda --model wrn-28-2 --labeled 64 --unlabeled 448 --threads 16 --warmup 2 --steps 6 --json | tee "$out/step-torch.json"
   python3 - "$out" <<'EOF'
 import json, sys
 o = sys.argv[1]
@@ -88,7 +88,7 @@ EOF
   python3 benches/reference/compare_runs.py "$out/run-cuda" "$out/run-cpu" --loss-rtol 0.02 --loss-until 50 --acc-atol 0.03
 
   echo "== (c) the pipeline on $(nproc) cores: 32 px"
-  "$bin" bench pipeline --config configs/fashion-mnist-40-protocon.toml --steps 100 --set "data.dataset=$fm" \
+  "$bin" bench pipeline --config configs/fashion-mnist-40-protocon.toml --steps 60 --set "data.dataset=$fm" \
     --set device.kind=cuda:0 --set threads.weak_workers=6 --set threads.strong_workers=9
   echo "== (c) 224 px JPEG, ResNet-50, SimCLR view"
   python3 - "$dir/jpegs" <<'EOF'
@@ -103,8 +103,8 @@ for split, n in [("train", 1000), ("test", 50)]:
             img = np.clip(base + rng.normal(0, 40, (360, 480, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(img).save(d / f"{i}.jpg", quality=90)
 EOF
-  "$bin" bench pipeline --config configs/imagenet-1pct-protocon.toml --steps 20 --warmup 2 --set "data.dataset=folder:$dir/jpegs" \
-    --set device.kind=cuda:0 --set train.labeled_batch=32 --set protocon.min_cluster_size=100 \
+  "$bin" bench pipeline --config configs/imagenet-1pct-protocon.toml --steps 12 --warmup 2 --set "data.dataset=folder:$dir/jpegs" \
+    --set device.kind=cuda:0 --set train.labeled_batch=8 --set protocon.min_cluster_size=100 \
     --set threads.weak_workers=5 --set threads.strong_workers=10 --set threads.compute=1
 }
 
