@@ -70,7 +70,7 @@ impl Block {
             Some((conv, bn)) => bn.forward(&conv.forward(x, k)?, mode, false, k)?,
             None => x.clone(),
         };
-        k.leaky_relu(&(h + identity)?, 0.0)
+        k.residual_relu(&h, &identity)
     }
 }
 

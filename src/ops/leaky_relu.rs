@@ -104,8 +104,8 @@ impl CustomOp1 for LeakyRelu {
 
 /// The gradient of [`LeakyRelu`] as a custom op on (x, dy).
 #[derive(Clone, Copy, Debug)]
-struct LeakyReluBackward {
-    slope: f64,
+pub(crate) struct LeakyReluBackward {
+    pub slope: f64,
 }
 
 impl CustomOp2 for LeakyReluBackward {

@@ -45,6 +45,7 @@ mod max_pool;
 mod max_pool_any_device;
 mod max_pool_window;
 pub mod reference;
+mod residual_relu;
 mod scratch;
 mod threads;
 
@@ -196,6 +197,15 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(leaky_relu::LeakyRelu { slope })
 }
 
+/// `relu(a + b)`, the end of a ResNet block, without keeping the sum (see the `residual_relu`
+/// module); `a` and `b` of one shape.
+pub fn residual_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !fused_kernels_cover(a) {
+        return (a + b)?.relu();
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, residual_relu::ResidualRelu)
+}
+
 /// Max-pooling over `k x k` windows with stride `k` (`N x C x H x W`, `H` and `W` multiples of
 /// `k`), whose gradient goes whole to each window's first maximum (candle's own backward passes
 /// on `1 / k^2` of it; see the `max_pool` module). Off the CPU: [`max_pool_any_device`].
@@ -279,6 +289,14 @@ impl Kernels {
         match self {
             Kernels::Fused => leaky_relu(x, slope),
             Kernels::Stock => reference::leaky_relu(x, slope),
+        }
+    }
+
+    /// See [`residual_relu`]; the stock ops add, then apply the ReLU.
+    pub fn residual_relu(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        match self {
+            Kernels::Fused => residual_relu(a, b),
+            Kernels::Stock => reference::leaky_relu(&(a + b)?, 0.0),
         }
     }
 
