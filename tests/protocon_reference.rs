@@ -155,6 +155,7 @@ fn protocon_matches_the_pytorch_reference() {
             logits_s: p_s.as_tensor(),
             q_x: q_x.as_tensor(),
             q_w: q_wt.as_tensor(),
+            q_w_host: None,
             q_s: q_s.as_tensor(),
             labels: &labels,
             slots: &slots,

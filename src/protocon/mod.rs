@@ -23,6 +23,7 @@ pub use prototypes::Prototypes;
 pub use refine_gate::RefineGate;
 
 use crate::device;
+use crate::loss::masked_soft_cross_entropy;
 use candle_core::{DType, Device, Tensor, WithDType};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -175,6 +176,9 @@ pub struct StepInputs<'a> {
     pub logits_s: &'a Tensor,
     pub q_x: &'a Tensor,
     pub q_w: &'a Tensor,
+    /// `q_w`'s values when the caller has them on the host already (it clustered them): the
+    /// step then does not download them again.
+    pub q_w_host: Option<&'a [f32]>,
     pub q_s: &'a Tensor,
     /// Labels of the labeled samples (u32): the prototypes, Lp_x and the labeled images'
     /// cluster agreement use them.
@@ -240,11 +244,6 @@ fn one_hot(labels: &[u32], c: usize) -> Vec<f32> {
 /// `t`'s values on the host, as f32 (one download, named `what`).
 fn rows(what: &'static str, t: &Tensor) -> candle_core::Result<Vec<f32>> {
     device::download(what, &t.detach().to_dtype(DType::F32)?)
-}
-
-/// `mean_b weight_b * H(target_b, softmax(logits_b))`, targets and weights constant.
-fn soft_cross_entropy(logits: &Tensor, (target, weight): &(Tensor, Tensor)) -> candle_core::Result<Tensor> {
-    crate::loss::masked_soft_cross_entropy(logits, target, weight)
 }
 
 /// Row targets (shaped as `like`, rows x columns) and their row weights, uploaded to `like`'s
@@ -417,16 +416,20 @@ impl ProtoCon {
             Target::Hard => one_hot(&argmax_rows(&p_hat, c), c),
         };
         let targets_u = upload_targets(["unlabeled targets", "mask"], &strong, &target_u, &mask_f)?;
-        let loss_u = soft_cross_entropy(&strong, &targets_u)?;
+        let loss_u = masked_soft_cross_entropy(&strong, &targets_u.0, &targets_u.1)?;
         // 8. Prototypical unlabeled loss.
-        let loss_pu = soft_cross_entropy(&(x.q_s.matmul(&protos.t()?)? / t)?, &targets_u)?;
+        let loss_pu = masked_soft_cross_entropy(&(x.q_s.matmul(&protos.t()?)? / t)?, &targets_u.0, &targets_u.1)?;
         // 9. Consistency of the non-confident samples' projections, towards a centered, sharper
         // target.
-        let q_w = rows("weak-view projections", x.q_w)?;
+        let q_w = match x.q_w_host {
+            Some(values) => values.to_vec(),
+            None => rows("weak-view projections", x.q_w)?,
+        };
         let centered: Vec<f32> =
             q_w.iter().enumerate().map(|(i, &q)| (q - self.center[i % d]) / self.cfg.target_temperature).collect();
         let target = prior::softmax_rows(&centered, d);
-        let loss_c = soft_cross_entropy(&(x.q_s / t)?, &upload_targets(["consistency targets", "inverse mask"], x.q_s, &target, &unmask_f)?)?;
+        let targets_c = upload_targets(["consistency targets", "inverse mask"], x.q_s, &target, &unmask_f)?;
+        let loss_c = masked_soft_cross_entropy(&(x.q_s / t)?, &targets_c.0, &targets_c.1)?;
 
         // 10. Total.
         let w = self.cfg.weights;
@@ -565,6 +568,7 @@ mod tests {
             logits_s: &t(&strong, 2, 3),
             q_x: &t(&[s, s], 1, 2),
             q_w: &q,
+            q_w_host: None,
             q_s: &q,
             labels: &Tensor::new(&[1u32], &dev).unwrap(),
             slots: &[0, 1],

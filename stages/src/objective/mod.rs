@@ -207,7 +207,6 @@ mod tests {
                 ("strong debias margin", Up),
                 ("unlabeled targets", Up),
                 ("mask", Up),
-                ("weak-view projections", Down),
                 ("consistency targets", Up),
                 ("inverse mask", Up),
                 ("loss_x", Down),

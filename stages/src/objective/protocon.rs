@@ -60,7 +60,7 @@ impl Objective for ProtoConObjective {
                 // Read before sending: the stage may record this step's assignments any time after.
                 let recorded = self.pc.recorded_clusters(slots);
                 a.progress.wait_until((view.step + 1).saturating_sub(a.staleness), control)?;
-                a.jobs.send(ClusterJob { step: view.step, slots: slots.to_vec(), q_w: q_w_values }, control)?;
+                a.jobs.send(ClusterJob { step: view.step, slots: slots.to_vec(), q_w: q_w_values.clone() }, control)?;
                 recorded
             }
             _ => self.pc.cluster(slots, &q_w_values)?,
@@ -72,6 +72,7 @@ impl Objective for ProtoConObjective {
             logits_s: &logits_s,
             q_x: &proj.narrow(0, 0, b)?,
             q_w: &q_w,
+            q_w_host: Some(&q_w_values),
             q_s: &proj.narrow(0, b + u, u)?,
             labels: view.labels,
             targets_x: view.targets,
