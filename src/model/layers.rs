@@ -1,7 +1,7 @@
 //! The layers the models are made of, each calling the kernels the model chose.
 
 use super::params::{ParamBuilder, ParamKind};
-use crate::ops::{BatchNormOptions, Kernels, DEFAULT_LEAKY_RELU_SLOPE};
+use crate::ops::{BatchNormLayer, BatchNormMode, BatchNormOptions, Kernels, DEFAULT_LEAKY_RELU_SLOPE};
 use candle_core::{Result, Tensor, Var};
 
 /// Whether a forward pass trains (batch statistics, running statistics updated) or evaluates.
@@ -9,6 +9,15 @@ use candle_core::{Result, Tensor, Var};
 pub enum Mode {
     Train,
     Eval,
+}
+
+impl From<Mode> for BatchNormMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Train => BatchNormMode::Train,
+            Mode::Eval => BatchNormMode::Eval,
+        }
+    }
 }
 
 /// Convolution without bias, weights initialised as PyTorch's
@@ -67,6 +76,17 @@ impl BatchNorm2d {
     }
 
     /// Normalise; with `activate`, apply the leaky-ReLU of `activation_slope` in the same pass.
+    /// This layer without its activation, for the ops that fuse it with what follows.
+    pub fn layer(&self) -> BatchNormLayer<'_> {
+        BatchNormLayer {
+            gamma: self.gamma.as_tensor(),
+            beta: self.beta.as_tensor(),
+            running_mean: &self.running_mean,
+            running_var: &self.running_var,
+            options: BatchNormOptions { momentum: self.momentum, ..Default::default() },
+        }
+    }
+
     pub fn forward(&self, x: &Tensor, mode: Mode, activate: bool, k: Kernels) -> Result<Tensor> {
         let options = BatchNormOptions {
             momentum: self.momentum,

@@ -10,7 +10,7 @@
 use super::layers::{BatchNorm2d, Conv2d, Mode};
 use super::params::ParamBuilder;
 use super::Backbone;
-use crate::ops::Kernels;
+use crate::ops::{Kernels, Shortcut};
 use candle_core::{Result, Tensor};
 
 /// Blocks per stage, and whether they are bottlenecks, for a depth.
@@ -60,17 +60,23 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode, k: Kernels) -> Result<Tensor> {
-        let last = self.convs.len() - 1;
+        let (last, rest) = self.convs.split_last().expect("a block has convolutions");
         let mut h = x.clone();
-        for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            // ReLU fused into the BatchNorm pass, except after the last, which comes after the sum.
-            h = bn.forward(&conv.forward(&h, k)?, mode, i < last, k)?;
+        for (conv, bn) in rest {
+            // The ReLU fused into the BatchNorm pass.
+            h = bn.forward(&conv.forward(&h, k)?, mode, true, k)?;
         }
-        let identity = match &self.downsample {
-            Some((conv, bn)) => bn.forward(&conv.forward(x, k)?, mode, false, k)?,
-            None => x.clone(),
-        };
-        k.residual_relu(&h, &identity)
+        let (conv, bn) = last;
+        let h = conv.forward(&h, k)?;
+        // The last BatchNorm(s), the sum and the ReLU in one op, which keeps no block-sized
+        // intermediate for the backward pass.
+        match &self.downsample {
+            Some((conv, shortcut_bn)) => {
+                let s = conv.forward(x, k)?;
+                k.batch_norm_residual_relu(&h, &bn.layer(), &Shortcut::BatchNorm(&s, shortcut_bn.layer()), mode.into())
+            }
+            None => k.batch_norm_residual_relu(&h, &bn.layer(), &Shortcut::Identity(x), mode.into()),
+        }
     }
 }
 

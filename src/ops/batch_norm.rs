@@ -78,7 +78,7 @@ pub(crate) struct ChannelStats {
 }
 
 impl ChannelStats {
-    fn inv_std(&self, eps: f64) -> Vec<f64> {
+    pub(crate) fn inv_std(&self, eps: f64) -> Vec<f64> {
         self.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect()
     }
 }
@@ -155,7 +155,7 @@ pub(crate) fn batch_stats<T: Element>(g: &ChannelGeometry, x: &[T]) -> ChannelSt
 
 /// Per-channel constants of the forward map and of the recomputation of `z` in backward.
 #[derive(Clone, Copy)]
-struct Affine<T> {
+pub(crate) struct Affine<T> {
     mean: T,
     /// `gamma / sqrt(var + eps)`.
     scale: T,
@@ -163,7 +163,7 @@ struct Affine<T> {
 }
 
 impl<T: Element> Affine<T> {
-    fn per_channel(
+    pub(crate) fn per_channel(
         stats: &ChannelStats,
         inv_std: &[f64],
         gamma: &[f64],
@@ -180,7 +180,7 @@ impl<T: Element> Affine<T> {
 
     /// The pre-activation; `(x - mean)` first, so f32 keeps the precision of the centred value.
     #[inline(always)]
-    fn z(&self, x: T) -> T {
+    pub(crate) fn z(&self, x: T) -> T {
         (x - self.mean) * self.scale + self.beta
     }
 }
@@ -338,6 +338,32 @@ pub(crate) enum Statistics {
     Running(ChannelStats),
 }
 
+impl Statistics {
+    /// The statistics to normalise `x` with (computed here for [`Statistics::Batch`]), with
+    /// the layer's parameters in f64: what backward needs.
+    pub(crate) fn saved<T: Element>(&self, g: &ChannelGeometry, x: &[T], gamma: &[T], beta: &[T]) -> Result<Saved> {
+        let stats = match self {
+            Statistics::Batch => {
+                if g.count() < 2 {
+                    bail!("protocon batch norm: training needs more than one value per channel")
+                }
+                batch_stats(g, x)
+            }
+            Statistics::Running(stats) => {
+                if stats.mean.len() != g.channels || stats.var.len() != g.channels {
+                    bail!("protocon batch norm: running statistics do not have {} channels", g.channels)
+                }
+                stats.clone()
+            }
+        };
+        Ok(Saved {
+            stats,
+            gamma: gamma.iter().map(|v| v.to_f64()).collect(),
+            beta: beta.iter().map(|v| v.to_f64()).collect(),
+        })
+    }
+}
+
 /// Batch norm (with optional fused leaky-ReLU) as a candle custom op on (x, gamma, beta).
 ///
 /// In training mode the batch statistics are left in `saved` for the caller (who updates the
@@ -366,20 +392,7 @@ impl BatchNorm {
         gamma: &[T],
         beta: &[T],
     ) -> Result<Vec<T>> {
-        let stats = match &self.statistics {
-            Statistics::Batch => {
-                if g.count() < 2 {
-                    bail!("protocon batch norm: training needs more than one value per channel")
-                }
-                batch_stats(g, x)
-            }
-            Statistics::Running(stats) => stats.clone(),
-        };
-        let saved = Saved {
-            stats,
-            gamma: gamma.iter().map(|v| v.to_f64()).collect(),
-            beta: beta.iter().map(|v| v.to_f64()).collect(),
-        };
+        let saved = self.statistics.saved(g, x, gamma, beta)?;
         let inv_std = saved.stats.inv_std(self.eps);
         let affine = Affine::per_channel(&saved.stats, &inv_std, &saved.gamma, &saved.beta);
         let y = normalise(g, x, &affine, self.slope)?;
@@ -416,14 +429,6 @@ impl CustomOp3 for BatchNorm {
     ) -> Result<(CpuStorage, Shape)> {
         let g = ChannelGeometry::new(xl.dims())?;
         check_params(&g, gl, bl)?;
-        if let Statistics::Running(stats) = &self.statistics {
-            if stats.mean.len() != g.channels || stats.var.len() != g.channels {
-                bail!(
-                    "protocon batch norm: running statistics do not have {} channels",
-                    g.channels
-                )
-            }
-        }
         let y = match (xs, gs, bs) {
             (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
                 CpuStorage::F32(self.forward(
@@ -486,11 +491,11 @@ impl CustomOp3 for BatchNorm {
 
 /// The gradients of [`BatchNorm`] as one custom op on (x, dy).
 #[derive(Debug)]
-struct BatchNormBackward {
-    saved: Saved,
-    eps: f64,
-    slope: Option<f64>,
-    batch_statistics: bool,
+pub(crate) struct BatchNormBackward {
+    pub saved: Saved,
+    pub eps: f64,
+    pub slope: Option<f64>,
+    pub batch_statistics: bool,
 }
 
 impl CustomOp2 for BatchNormBackward {

@@ -38,6 +38,7 @@
 //! ```
 
 mod batch_norm;
+mod batch_norm_residual;
 mod conv2d;
 mod element;
 mod leaky_relu;
@@ -45,7 +46,6 @@ mod max_pool;
 mod max_pool_any_device;
 mod max_pool_window;
 pub mod reference;
-mod residual_relu;
 mod scratch;
 mod threads;
 
@@ -136,23 +136,19 @@ pub fn batch_norm_train(
         Some(saved) => saved.stats.clone(),
         None => candle_core::bail!("protocon batch norm: forward left no statistics"),
     };
+    update_running_stats(x, stats, running_mean, running_var, options.momentum)?;
+    Ok(y)
+}
+
+/// Moves the running statistics towards the batch's, `stats` (of `x`), as
+/// `torch.nn.BatchNorm2d` does: the mean, and the unbiased variance.
+fn update_running_stats(x: &Tensor, stats: ChannelStats, running_mean: &Var, running_var: &Var, momentum: f64) -> Result<()> {
     let count = (x.elem_count() / x.dim(1)?) as f64;
-    let unbiased: Vec<f64> = stats
-        .var
-        .iter()
-        .map(|v| v * count / (count - 1.0))
-        .collect();
+    let unbiased: Vec<f64> = stats.var.iter().map(|v| v * count / (count - 1.0)).collect();
     let channels = stats.mean.len();
     let mean = Tensor::from_vec(stats.mean, channels, x.device())?;
     let unbiased = Tensor::from_vec(unbiased, channels, x.device())?;
-    reference::update_running_stats(
-        running_mean,
-        running_var,
-        &mean,
-        &unbiased,
-        options.momentum,
-    )?;
-    Ok(y)
+    reference::update_running_stats(running_mean, running_var, &mean, &unbiased, momentum)
 }
 
 /// Batch norm in inference mode: normalises `x` with `running_mean` and `running_var`, scales
@@ -170,17 +166,8 @@ pub fn batch_norm_eval(
     if !fused_kernels_cover(x) {
         return reference::batch_norm_eval(x, gamma, beta, running_mean, running_var, options);
     }
-    let as_f64 = |t: &Tensor| {
-        t.detach()
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1::<f64>()
-    };
     let op = BatchNorm {
-        statistics: Statistics::Running(ChannelStats {
-            mean: as_f64(running_mean)?,
-            var: as_f64(running_var)?,
-        }),
+        statistics: running_statistics(running_mean, running_var)?,
         eps: options.eps,
         slope: options.leaky_relu_slope,
         saved: Arc::new(Mutex::new(None)),
@@ -197,13 +184,104 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(leaky_relu::LeakyRelu { slope })
 }
 
-/// `relu(a + b)`, the end of a ResNet block, without keeping the sum (see the `residual_relu`
-/// module); `a` and `b` of one shape.
-pub fn residual_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if !fused_kernels_cover(a) {
-        return (a + b)?.relu();
+/// Running statistics as the fused kernels take them.
+fn running_statistics(running_mean: &Tensor, running_var: &Tensor) -> Result<Statistics> {
+    let as_f64 = |t: &Tensor| t.detach().to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>();
+    Ok(Statistics::Running(ChannelStats {
+        mean: as_f64(running_mean)?,
+        var: as_f64(running_var)?,
+    }))
+}
+
+/// One batch-norm layer (no activation of its own), as [`batch_norm_residual_relu`] takes it.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormLayer<'a> {
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub running_mean: &'a Var,
+    pub running_var: &'a Var,
+    /// Momentum and epsilon; `leaky_relu_slope` must be `None` (the op's ReLU comes after
+    /// the sum).
+    pub options: BatchNormOptions,
+}
+
+impl BatchNormLayer<'_> {
+    fn forward(&self, x: &Tensor, mode: BatchNormMode, k: Kernels) -> Result<Tensor> {
+        let (gamma, beta, options) = (self.gamma, self.beta, &self.options);
+        match mode {
+            BatchNormMode::Train => k.batch_norm_train(x, gamma, beta, self.running_mean, self.running_var, options),
+            BatchNormMode::Eval => {
+                k.batch_norm_eval(x, gamma, beta, self.running_mean.as_tensor(), self.running_var.as_tensor(), options)
+            }
+        }
     }
-    a.contiguous()?.apply_op2(&b.contiguous()?, residual_relu::ResidualRelu)
+
+    fn norm(&self, mode: BatchNormMode) -> Result<batch_norm_residual::Norm> {
+        let statistics = match mode {
+            BatchNormMode::Train => Statistics::Batch,
+            BatchNormMode::Eval => running_statistics(self.running_mean.as_tensor(), self.running_var.as_tensor())?,
+        };
+        Ok(batch_norm_residual::Norm { statistics, eps: self.options.eps })
+    }
+}
+
+/// Which statistics a batch norm normalises with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchNormMode {
+    /// The batch's own, updating the running statistics ([`batch_norm_train`]).
+    Train,
+    /// The running statistics ([`batch_norm_eval`]).
+    Eval,
+}
+
+/// What a ResNet block adds to its last batch norm's output.
+#[derive(Clone, Copy, Debug)]
+pub enum Shortcut<'a> {
+    /// The block's input, as it is.
+    Identity(&'a Tensor),
+    /// A tensor (the 1x1 downsampling convolution's output) through its own batch norm.
+    BatchNorm(&'a Tensor, BatchNormLayer<'a>),
+}
+
+/// `relu(bn(x) + shortcut)`, the end of a ResNet block, in one op that keeps neither batch
+/// norm's output nor the sum for the backward pass (see the `batch_norm_residual` module).
+/// Outputs, gradients and running-statistics updates equal those of the separate ops.
+pub fn batch_norm_residual_relu(x: &Tensor, bn: &BatchNormLayer, shortcut: &Shortcut, mode: BatchNormMode) -> Result<Tensor> {
+    for layer in std::iter::once(bn).chain(match shortcut {
+        Shortcut::BatchNorm(_, layer) => Some(layer),
+        Shortcut::Identity(_) => None,
+    }) {
+        if let Some(slope) = layer.options.leaky_relu_slope {
+            candle_core::bail!("protocon batch-norm-residual-relu: the batch norms take no activation of their own, got slope {slope}")
+        }
+    }
+    if !fused_kernels_cover(x) {
+        let main = bn.forward(x, mode, Kernels::Fused)?;
+        let added = match shortcut {
+            Shortcut::Identity(s) => (main + *s)?,
+            Shortcut::BatchNorm(s, layer) => (main + layer.forward(s, mode, Kernels::Fused)?)?,
+        };
+        return added.relu();
+    }
+    let saved = Arc::new(Mutex::new(Vec::new()));
+    let (params, s, shortcut_norm) = match shortcut {
+        Shortcut::Identity(s) => (Tensor::cat(&[bn.gamma, bn.beta], 0)?, *s, None),
+        Shortcut::BatchNorm(s, layer) => (Tensor::cat(&[bn.gamma, bn.beta, layer.gamma, layer.beta], 0)?, *s, Some(layer.norm(mode)?)),
+    };
+    let op = batch_norm_residual::BatchNormResidualRelu { main: bn.norm(mode)?, shortcut: shortcut_norm, saved: Arc::clone(&saved) };
+    let y = x.contiguous()?.apply_op3(&params, &s.contiguous()?, op)?;
+    if mode == BatchNormMode::Train {
+        let stats: Vec<ChannelStats> = saved.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|saved| saved.stats.clone()).collect();
+        let mut stats = stats.into_iter();
+        let (Some(main), shortcut_stats) = (stats.next(), stats.next()) else {
+            candle_core::bail!("protocon batch-norm-residual-relu: forward left no statistics")
+        };
+        update_running_stats(x, main, bn.running_mean, bn.running_var, bn.options.momentum)?;
+        if let (Shortcut::BatchNorm(s, layer), Some(shortcut_stats)) = (shortcut, shortcut_stats) {
+            update_running_stats(s, shortcut_stats, layer.running_mean, layer.running_var, layer.options.momentum)?;
+        }
+    }
+    Ok(y)
 }
 
 /// Max-pooling over `k x k` windows with stride `k` (`N x C x H x W`, `H` and `W` multiples of
@@ -292,11 +370,18 @@ impl Kernels {
         }
     }
 
-    /// See [`residual_relu`]; the stock ops add, then apply the ReLU.
-    pub fn residual_relu(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    /// See [`batch_norm_residual_relu`]; the stock ops normalise, add, then apply the ReLU.
+    pub fn batch_norm_residual_relu(self, x: &Tensor, bn: &BatchNormLayer, shortcut: &Shortcut, mode: BatchNormMode) -> Result<Tensor> {
         match self {
-            Kernels::Fused => residual_relu(a, b),
-            Kernels::Stock => reference::leaky_relu(&(a + b)?, 0.0),
+            Kernels::Fused => batch_norm_residual_relu(x, bn, shortcut, mode),
+            Kernels::Stock => {
+                let main = bn.forward(x, mode, self)?;
+                let added = match shortcut {
+                    Shortcut::Identity(s) => (main + *s)?,
+                    Shortcut::BatchNorm(s, layer) => (main + layer.forward(s, mode, self)?)?,
+                };
+                reference::leaky_relu(&added, 0.0)
+            }
         }
     }
 
