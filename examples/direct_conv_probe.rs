@@ -91,14 +91,7 @@ mod probe {
     ) {
         let wp = wd + 2;
         let plane = (h + 2) * wp;
-        xp.clear();
-        xp.resize(c * plane + 16, 0.0);
-        for ci in 0..c {
-            for iy in 0..h {
-                xp[ci * plane + (iy + 1) * wp + 1..][..wd]
-                    .copy_from_slice(&x[(ci * h + iy) * wd..][..wd]);
-            }
-        }
+        pad_image(x, c, h, wd, xp);
         // blocks of 6 output channels, then of 2: [block][c][9][kb]
         let blocks: Vec<(usize, usize)> = (0..k / 6)
             .map(|b| (b * 6, 6))
@@ -261,28 +254,8 @@ mod probe {
         const CHUNK: usize = 32;
         let wp = wd + 2;
         let plane = (h + 2) * wp;
-        xp.clear();
-        xp.resize(c * plane + 16, 0.0);
-        for ci in 0..c {
-            for iy in 0..h {
-                xp[ci * plane + (iy + 1) * wp + 1..][..wd]
-                    .copy_from_slice(&x[(ci * h + iy) * wd..][..wd]);
-            }
-        }
-        wpk.clear();
-        wpk.resize(k * c * 9 / 8, A32([0.0; 8]));
-        let flat: &mut [f32] =
-            unsafe { std::slice::from_raw_parts_mut(wpk.as_mut_ptr().cast(), k * c * 9) };
-        for kb in 0..k / 16 {
-            for ci in 0..c {
-                for t in 0..9 {
-                    for j in 0..16 {
-                        flat[((kb * c + ci) * 9 + t) * 16 + j] =
-                            w[((kb * 16 + j) * c + ci) * 9 + t];
-                    }
-                }
-            }
-        }
+        pad_image(x, c, h, wd, xp);
+        let flat = pack_weights16(w, c, k, wpk);
         let out_plane = h * wd;
         accb.clear();
         accb.resize(out_plane * 2, A32([0.0; 8]));
@@ -322,6 +295,40 @@ mod probe {
         }
     }
 
+    /// `x` (C x H x W) into `xp` with a zero border of one pixel and 16 floats of slack.
+    fn pad_image(x: &[f32], c: usize, h: usize, wd: usize, xp: &mut Vec<f32>) {
+        let wp = wd + 2;
+        let plane = (h + 2) * wp;
+        xp.clear();
+        xp.resize(c * plane + 16, 0.0);
+        for ci in 0..c {
+            for iy in 0..h {
+                xp[ci * plane + (iy + 1) * wp + 1..][..wd]
+                    .copy_from_slice(&x[(ci * h + iy) * wd..][..wd]);
+            }
+        }
+    }
+
+    /// `w` (K x C x 3 x 3) packed as [K/16][C][9][16] into the 32-byte-aligned `wpk`.
+    fn pack_weights16<'a>(w: &[f32], c: usize, k: usize, wpk: &'a mut Vec<A32>) -> &'a mut [f32] {
+        wpk.clear();
+        wpk.resize(k * c * 9 / 8, A32([0.0; 8]));
+        // SAFETY: A32 is 8 floats; the vector holds k*c*9 of them.
+        let flat: &mut [f32] =
+            unsafe { std::slice::from_raw_parts_mut(wpk.as_mut_ptr().cast(), k * c * 9) };
+        for kb in 0..k / 16 {
+            for ci in 0..c {
+                for t in 0..9 {
+                    for j in 0..16 {
+                        flat[((kb * c + ci) * 9 + t) * 16 + j] =
+                            w[((kb * 16 + j) * c + ci) * 9 + t];
+                    }
+                }
+            }
+        }
+        flat
+    }
+
     #[repr(align(32))]
     #[allow(dead_code)] // only its size and alignment are used: a 32-byte-aligned buffer of floats
     #[derive(Clone, Copy)]
@@ -341,29 +348,8 @@ mod probe {
     ) {
         let wp = wd + 2;
         let plane = (h + 2) * wp;
-        xp.clear();
-        xp.resize(c * plane + 16, 0.0);
-        for ci in 0..c {
-            for iy in 0..h {
-                xp[ci * plane + (iy + 1) * wp + 1..][..wd]
-                    .copy_from_slice(&x[(ci * h + iy) * wd..][..wd]);
-            }
-        }
-        // [kb16][c][9][16]
-        wpk.clear();
-        wpk.resize(k * c * 9 / 8, A32([0.0; 8]));
-        let flat: &mut [f32] =
-            unsafe { std::slice::from_raw_parts_mut(wpk.as_mut_ptr().cast(), k * c * 9) };
-        for kb in 0..k / 16 {
-            for ci in 0..c {
-                for t in 0..9 {
-                    for j in 0..16 {
-                        flat[((kb * c + ci) * 9 + t) * 16 + j] =
-                            w[((kb * 16 + j) * c + ci) * 9 + t];
-                    }
-                }
-            }
-        }
+        pad_image(x, c, h, wd, xp);
+        let flat = pack_weights16(w, c, k, wpk);
         let out_plane = h * wd;
         for kb in 0..k / 16 {
             let wk = flat[kb * c * 9 * 16..].as_ptr();

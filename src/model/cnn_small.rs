@@ -37,7 +37,7 @@ impl Backbone for CnnSmall {
     fn forward(&self, x: &Tensor, mode: Mode, k: Kernels) -> Result<Tensor> {
         let mut h = x.clone();
         for (i, (conv, bn)) in self.layers.iter().enumerate() {
-            h = bn.forward(&conv.forward(&h, k)?, mode, true, k)?;
+            h = bn.after_conv(conv, &h, mode, true, k)?;
             if i == 1 || i == 3 {
                 h = k.max_pool2d(&h, 2)?;
             }

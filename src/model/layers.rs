@@ -76,15 +76,26 @@ impl BatchNorm2d {
     }
 
     /// Normalise; with `activate`, apply the leaky-ReLU of `activation_slope` in the same pass.
-    /// This layer without its activation, for the ops that fuse it with what follows.
-    pub fn layer(&self) -> BatchNormLayer<'_> {
+    /// This layer, with its activation when `activate`, for the ops that fuse it with its
+    /// neighbours.
+    pub fn layer(&self, activate: bool) -> BatchNormLayer<'_> {
         BatchNormLayer {
             gamma: self.gamma.as_tensor(),
             beta: self.beta.as_tensor(),
             running_mean: &self.running_mean,
             running_var: &self.running_var,
-            options: BatchNormOptions { momentum: self.momentum, ..Default::default() },
+            options: BatchNormOptions {
+                momentum: self.momentum,
+                leaky_relu_slope: activate.then_some(self.activation_slope),
+                ..Default::default()
+            },
         }
+    }
+
+    /// `self(conv(x))`, with the activation when `activate`: one op in training mode (see
+    /// [`crate::ops::conv2d_batch_norm_train`]).
+    pub fn after_conv(&self, conv: &Conv2d, x: &Tensor, mode: Mode, activate: bool, k: Kernels) -> Result<Tensor> {
+        k.conv2d_batch_norm(x, conv.weight.as_tensor(), conv.stride, conv.padding, &self.layer(activate), mode.into())
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode, activate: bool, k: Kernels) -> Result<Tensor> {

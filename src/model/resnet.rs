@@ -63,8 +63,8 @@ impl Block {
         let (last, rest) = self.convs.split_last().expect("a block has convolutions");
         let mut h = x.clone();
         for (conv, bn) in rest {
-            // The ReLU fused into the BatchNorm pass.
-            h = bn.forward(&conv.forward(&h, k)?, mode, true, k)?;
+            // The convolution, its BatchNorm and the ReLU in one op.
+            h = bn.after_conv(conv, &h, mode, true, k)?;
         }
         let (conv, bn) = last;
         let h = conv.forward(&h, k)?;
@@ -73,9 +73,9 @@ impl Block {
         match &self.downsample {
             Some((conv, shortcut_bn)) => {
                 let s = conv.forward(x, k)?;
-                k.batch_norm_residual_relu(&h, &bn.layer(), &Shortcut::BatchNorm(&s, shortcut_bn.layer()), mode.into())
+                k.batch_norm_residual_relu(&h, &bn.layer(false), &Shortcut::BatchNorm(&s, shortcut_bn.layer(false)), mode.into())
             }
-            None => k.batch_norm_residual_relu(&h, &bn.layer(), &Shortcut::Identity(x), mode.into()),
+            None => k.batch_norm_residual_relu(&h, &bn.layer(false), &Shortcut::Identity(x), mode.into()),
         }
     }
 }
@@ -114,7 +114,7 @@ impl ResNet {
 
 impl Backbone for ResNet {
     fn forward(&self, x: &Tensor, mode: Mode, k: Kernels) -> Result<Tensor> {
-        let h = self.bn1.forward(&self.conv1.forward(x, k)?, mode, true, k)?;
+        let h = self.bn1.after_conv(&self.conv1, x, mode, true, k)?;
         let mut h = k.max_pool2d_window(&h, 3, 2, 1)?;
         for b in &self.blocks {
             h = b.forward(&h, mode, k)?;

@@ -211,7 +211,7 @@ impl<T: Element> Activation<T> {
 }
 
 /// `y = act(gamma * (x - mean) / sqrt(var + eps) + beta)` for every element.
-fn normalise<T: Element>(
+pub(crate) fn normalise<T: Element>(
     g: &ChannelGeometry,
     x: &[T],
     affine: &[Affine<T>],

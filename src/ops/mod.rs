@@ -1,5 +1,8 @@
 //! Fast CPU training kernels for the layers of the models: conv2d, batch norm (optionally
-//! fused with leaky-ReLU) and leaky-ReLU, as candle custom ops with their backward passes.
+//! fused with leaky-ReLU) and leaky-ReLU, as candle custom ops with their backward passes; and
+//! fusions that keep intermediate tensors out of candle's graph (a convolution with its batch
+//! norm, a ResNet block's last batch norm with the shortcut sum and ReLU), because candle keeps
+//! every op's operands until the backward pass ends and zero-fills every gradient slot.
 //!
 //! Stock candle trains a Wide-ResNet on the CPU about ten times slower than PyTorch: the input
 //! gradient of a convolution is a naive transposed-convolution loop, im2col gathering
@@ -40,6 +43,7 @@
 mod batch_norm;
 mod batch_norm_residual;
 mod conv2d;
+mod conv_batch_norm;
 mod element;
 mod leaky_relu;
 mod max_pool;
@@ -184,6 +188,28 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(leaky_relu::LeakyRelu { slope })
 }
 
+/// A convolution and the batch norm (+ optional leaky-ReLU, `bn.options`) after it, in
+/// training mode, as one op: outputs, gradients and running statistics equal those of
+/// [`conv2d`] then [`batch_norm_train`], without the convolution output's gradient passing
+/// through candle's zero-filled gradient slot (see the `conv_batch_norm` module).
+pub fn conv2d_batch_norm_train(x: &Tensor, w: &Tensor, stride: usize, padding: usize, bn: &BatchNormLayer) -> Result<Tensor> {
+    if !fused_kernels_cover(x) {
+        return batch_norm_train(&conv2d(x, w, stride, padding)?, bn.gamma, bn.beta, bn.running_mean, bn.running_var, &bn.options);
+    }
+    let conv = conv2d::Conv2d { stride, padding };
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let z = x.apply_op2_no_bwd(&w, &conv)?;
+    let saved = Arc::new(Mutex::new(None));
+    let op = conv_batch_norm::ConvBatchNorm { conv, z: z.clone(), eps: bn.options.eps, slope: bn.options.leaky_relu_slope, saved: Arc::clone(&saved) };
+    let y = x.apply_op3(&w, &Tensor::cat(&[bn.gamma, bn.beta], 0)?, op)?;
+    let stats = match saved.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        Some(saved) => saved.stats.clone(),
+        None => candle_core::bail!("protocon conv-batch-norm: forward left no statistics"),
+    };
+    update_running_stats(&z, stats, bn.running_mean, bn.running_var, bn.options.momentum)?;
+    Ok(y)
+}
+
 /// Running statistics as the fused kernels take them.
 fn running_statistics(running_mean: &Tensor, running_var: &Tensor) -> Result<Statistics> {
     let as_f64 = |t: &Tensor| t.detach().to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>();
@@ -193,15 +219,16 @@ fn running_statistics(running_mean: &Tensor, running_var: &Tensor) -> Result<Sta
     }))
 }
 
-/// One batch-norm layer (no activation of its own), as [`batch_norm_residual_relu`] takes it.
+/// One batch-norm layer, as [`batch_norm_residual_relu`] (no activation of its own) and
+/// [`conv2d_batch_norm_train`] take it.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormLayer<'a> {
     pub gamma: &'a Tensor,
     pub beta: &'a Tensor,
     pub running_mean: &'a Var,
     pub running_var: &'a Var,
-    /// Momentum and epsilon; `leaky_relu_slope` must be `None` (the op's ReLU comes after
-    /// the sum).
+    /// Momentum, epsilon and the activation; [`batch_norm_residual_relu`] wants none
+    /// (`leaky_relu_slope: None`: its ReLU comes after the sum).
     pub options: BatchNormOptions,
 }
 
@@ -367,6 +394,15 @@ impl Kernels {
         match self {
             Kernels::Fused => leaky_relu(x, slope),
             Kernels::Stock => reference::leaky_relu(x, slope),
+        }
+    }
+
+    /// A convolution, then its batch norm (+ activation) in `mode`: in training mode with the
+    /// fused kernels, [`conv2d_batch_norm_train`]; otherwise the two ops one after the other.
+    pub fn conv2d_batch_norm(self, x: &Tensor, w: &Tensor, stride: usize, padding: usize, bn: &BatchNormLayer, mode: BatchNormMode) -> Result<Tensor> {
+        match (self, mode) {
+            (Kernels::Fused, BatchNormMode::Train) => conv2d_batch_norm_train(x, w, stride, padding, bn),
+            _ => bn.forward(&self.conv2d(x, w, stride, padding)?, mode, self),
         }
     }
 
