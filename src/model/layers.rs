@@ -75,7 +75,6 @@ impl BatchNorm2d {
         self
     }
 
-    /// Normalise; with `activate`, apply the leaky-ReLU of `activation_slope` in the same pass.
     /// This layer, with its activation when `activate`, for the ops that fuse it with its
     /// neighbours.
     pub fn layer(&self, activate: bool) -> BatchNormLayer<'_> {
@@ -98,6 +97,7 @@ impl BatchNorm2d {
         k.conv2d_batch_norm(x, conv.weight.as_tensor(), conv.stride, conv.padding, &self.layer(activate), mode.into())
     }
 
+    /// Normalise; with `activate`, apply the leaky-ReLU of `activation_slope` in the same pass.
     pub fn forward(&self, x: &Tensor, mode: Mode, activate: bool, k: Kernels) -> Result<Tensor> {
         let options = BatchNormOptions {
             momentum: self.momentum,
