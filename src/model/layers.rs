@@ -99,22 +99,7 @@ impl BatchNorm2d {
 
     /// Normalise; with `activate`, apply the leaky-ReLU of `activation_slope` in the same pass.
     pub fn forward(&self, x: &Tensor, mode: Mode, activate: bool, k: Kernels) -> Result<Tensor> {
-        let options = BatchNormOptions {
-            momentum: self.momentum,
-            leaky_relu_slope: activate.then_some(self.activation_slope),
-            ..Default::default()
-        };
-        match mode {
-            Mode::Train => k.batch_norm_train(x, &self.gamma, &self.beta, &self.running_mean, &self.running_var, &options),
-            Mode::Eval => k.batch_norm_eval(
-                x,
-                &self.gamma,
-                &self.beta,
-                self.running_mean.as_tensor(),
-                self.running_var.as_tensor(),
-                &options,
-            ),
-        }
+        self.layer(activate).forward(x, mode.into(), k)
     }
 }
 

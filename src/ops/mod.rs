@@ -233,7 +233,9 @@ pub struct BatchNormLayer<'a> {
 }
 
 impl BatchNormLayer<'_> {
-    fn forward(&self, x: &Tensor, mode: BatchNormMode, k: Kernels) -> Result<Tensor> {
+    /// Normalises `x` in `mode` with `k`'s kernels ([`batch_norm_train`] or
+    /// [`batch_norm_eval`]), applying the activation of `options`.
+    pub fn forward(&self, x: &Tensor, mode: BatchNormMode, k: Kernels) -> Result<Tensor> {
         let (gamma, beta, options) = (self.gamma, self.beta, &self.options);
         match mode {
             BatchNormMode::Train => k.batch_norm_train(x, gamma, beta, self.running_mean, self.running_var, options),
