@@ -9,6 +9,10 @@
 //! `protocon::ops`'s), the same inputs and the same loss (`sum(y)`); each case runs 2
 //! warm-up iterations, then `--runs` timed ones, stock and fused interleaved, and prints the
 //! medians, the min-max spread and the ratio fused / stock (below 1: fused is faster).
+//!
+//! `--baseline im2col` makes the baseline column the fused kernels with Winograd's 3x3 path
+//! off (`ops::set_winograd(false)`: every convolution through im2col and GEMM), so that the
+//! ratio is Winograd's gain alone.
 
 use std::time::Instant;
 
@@ -25,6 +29,8 @@ struct Settings {
     only: String,
     /// Time the fused kernels alone (for a profiler), no stock baseline and no ratio.
     fused_only: bool,
+    /// The baseline is the fused kernels with Winograd off instead of candle's stock ops.
+    im2col_baseline: bool,
 }
 
 impl Settings {
@@ -34,6 +40,7 @@ impl Settings {
             runs: 5,
             only: String::new(),
             fused_only: false,
+            im2col_baseline: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -43,6 +50,11 @@ impl Settings {
                 "--runs" => settings.runs = value().parse().unwrap_or_else(|_| usage()),
                 "--only" => settings.only = value(),
                 "--fused-only" => settings.fused_only = true,
+                "--baseline" => match value().as_str() {
+                    "stock" => settings.im2col_baseline = false,
+                    "im2col" => settings.im2col_baseline = true,
+                    _ => usage(),
+                },
                 _ => usage(),
             }
         }
@@ -51,7 +63,7 @@ impl Settings {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: ops_bench [--batch N] [--runs N] [--only SUBSTRING] [--fused-only]");
+    eprintln!("usage: ops_bench [--batch N] [--runs N] [--only SUBSTRING] [--fused-only] [--baseline stock|im2col]");
     std::process::exit(2)
 }
 
@@ -130,6 +142,16 @@ fn compare(settings: &Settings, name: &str, step: &dyn Fn(Kernels) -> Result<()>
     if !name.contains(&settings.only) {
         return Ok(());
     }
+    // The baseline side: candle's stock ops, or the fused kernels with Winograd off.
+    let step = |kernels: Kernels| match (kernels, settings.im2col_baseline) {
+        (Kernels::Stock, true) => {
+            ops::set_winograd(false);
+            let result = step(Kernels::Fused);
+            ops::set_winograd(true);
+            result
+        }
+        _ => step(kernels),
+    };
     let sides: &[Kernels] = if settings.fused_only {
         &[Kernels::Fused]
     } else {

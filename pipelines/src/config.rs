@@ -37,6 +37,38 @@ pub struct RunConfig {
     /// Where the model trains.
     #[serde(default)]
     pub device: DeviceSection,
+    /// How the fused CPU kernels compute (see [`KernelsSection`]).
+    #[serde(default)]
+    pub kernels: KernelsSection,
+}
+
+/// Choices of the fused CPU kernels that change rounding but not the maths.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelsSection {
+    /// How 3x3 stride-1 convolutions are computed (see [`Conv3x3`]).
+    #[serde(default)]
+    pub conv3x3: Conv3x3,
+}
+
+/// The algorithm of the 3x3 stride-1, padding-1 convolutions (every 3x3 layer of WRN and
+/// cnn-small, ResNet's bottleneck convolutions), forward and both gradients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Conv3x3 {
+    /// Winograd's F(2x2, 3x3): 2.25 times fewer multiplications, results within float
+    /// rounding (about 1e-6 relative) of im2col's.
+    #[default]
+    Winograd,
+    /// im2col and one GEMM, the products as PyTorch's reference computes them.
+    Im2col,
+}
+
+impl Conv3x3 {
+    /// Makes the fused kernels use this algorithm from their next call on.
+    pub fn apply(self) {
+        protocon::ops::set_winograd(self == Conv3x3::Winograd);
+    }
 }
 
 /// Where the networks, the optimizer state, the EMA copy and each step's tensors live:

@@ -298,6 +298,7 @@ impl TrainingRun {
             std::env::set_var("RAYON_NUM_THREADS", config.threads.compute.to_string());
             protocon::ops::set_num_threads(config.threads.compute);
         }
+        config.kernels.conv3x3.apply();
         let (train_data, shape) = train_samples(config)?;
         let normalization_samples = match config.data.decode {
             Decode::AtLoad => usize::MAX,

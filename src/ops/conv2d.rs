@@ -18,6 +18,9 @@
 //! it (the same buffer then receives `dcol`); a 1x1 stride-1 unpadded convolution uses the
 //! image itself as its column matrix; and the images of a batch are spread over the threads
 //! (see [`super::threads`]).
+//!
+//! 3x3 stride-1 convolutions with padding 1 (forward, input gradient, weight gradient) go to
+//! [`super::winograd`] instead, unless `ops::set_winograd(false)`.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -29,6 +32,7 @@ use rayon::prelude::*;
 use super::element::{contiguous_slice, Element};
 use super::scratch::{fill_init, output_with, uninit_ptr, with_scratch};
 use super::threads::{self, BatchSplit};
+use super::winograd;
 
 /// Sizes of one convolution: input `N x C x H x W`, weight `K x C x kh x kw`, output
 /// `N x K x Ho x Wo`.
@@ -314,7 +318,7 @@ fn col2im<T: Element>(g: &ConvGeometry, dcol: &[T], band: Range<usize>, dx: &mut
 /// A read-only GEMM operand: base pointer and strides, so that a transpose is only a swap of
 /// strides.
 #[derive(Clone, Copy)]
-struct Operand<T> {
+pub(crate) struct Operand<T> {
     ptr: *const T,
     row_stride: isize,
     col_stride: isize,
@@ -322,7 +326,7 @@ struct Operand<T> {
 
 impl<T> Operand<T> {
     /// `data` as a row-major matrix with `cols` columns.
-    fn row_major(data: &[T], cols: usize) -> Self {
+    pub(crate) fn row_major(data: &[T], cols: usize) -> Self {
         Self {
             ptr: data.as_ptr(),
             row_stride: cols as isize,
@@ -341,7 +345,7 @@ impl<T> Operand<T> {
     }
 
     /// The transpose of `data` read as a row-major matrix with `cols` columns.
-    fn transposed(data: &[T], cols: usize) -> Self {
+    pub(crate) fn transposed(data: &[T], cols: usize) -> Self {
         Self {
             ptr: data.as_ptr(),
             row_stride: 1,
@@ -356,7 +360,7 @@ impl<T> Operand<T> {
 /// # Safety
 /// `dst` must be valid for the `m x n` elements it addresses (writes, and reads when
 /// `accumulate`), and the operands for the `m x k` and `k x n` elements their strides address.
-unsafe fn matmul<T: Element>(
+pub(crate) unsafe fn matmul<T: Element>(
     (m, n, k): (usize, usize, usize),
     (dst, dst_row_stride): (*mut T, usize),
     accumulate: bool,
@@ -404,8 +408,12 @@ pub(crate) fn forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Result<
     }
 }
 
-/// [`forward`] into `y` (`N x K x Ho x Wo`), writing every element.
+/// [`forward`] into `y` (`N x K x Ho x Wo`), writing every element: by Winograd's
+/// algorithm where it applies (see [`winograd`]), else through im2col.
 fn forward_into<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], y: &mut [MaybeUninit<T>]) {
+    if winograd::applies(g) {
+        return winograd::forward_into(g, x, w, y);
+    }
     let split = BatchSplit::new(g.batch);
     let (in_len, out_len) = (g.input_image_len(), g.output_image_len());
     let forward_image = |x_n: &[T], y_n: &mut [MaybeUninit<T>]| {
@@ -493,6 +501,11 @@ pub(crate) fn backward<T: Element>(
                 if !wanted.weight {
                     return Ok(());
                 }
+            }
+            // Where Winograd applies, so does the transposed convolution above.
+            if wanted.weight && winograd::applies(g) {
+                winograd::weight_gradient_into(g, x, dy, dw);
+                return Ok(());
             }
             let dx_tasks: Vec<Option<&mut [MaybeUninit<T>]>> = if wanted.input && dx_by_convolution.is_none() {
                 dx.chunks_mut(split.images_per_task * in_len)

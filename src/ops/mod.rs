@@ -10,7 +10,9 @@
 //! batch norm and leaky-ReLU are chains of element-wise ops, each with its own pass and
 //! buffers in both directions. The kernels here put every convolution product on `gemm`,
 //! build columns per image in reused scratch, write outputs without zero-filling them first,
-//! and do batch norm (+ leaky-ReLU) in two passes over memory each way.
+//! and do batch norm (+ leaky-ReLU) in two passes over memory each way. 3x3 stride-1
+//! convolutions take Winograd's F(2x2, 3x3) (`winograd`), 2.25x fewer multiplications,
+//! unless [`set_winograd`] turns it off.
 //!
 //! Every public function dispatches on the input: f32 or f64 tensors on the CPU run the
 //! fused kernels, anything else (a CUDA device, half precision) runs the stock candle ops in
@@ -52,12 +54,14 @@ mod max_pool_window;
 pub mod reference;
 mod scratch;
 mod threads;
+mod winograd;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{DType, Result, Tensor, Var};
 
 pub use threads::{num_threads, set_num_threads};
+pub use winograd::{set_winograd, winograd};
 
 use batch_norm::{BatchNorm, ChannelStats, Statistics};
 

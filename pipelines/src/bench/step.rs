@@ -12,6 +12,7 @@
 //! model and batch in the same run, and prints the ratio of step times.
 
 use super::Spread;
+use crate::config::Conv3x3;
 use anyhow::{ensure, Context as _};
 use candle_core::{DType, Device, Tensor};
 use protocon::model::{Arch, Mode, Network};
@@ -72,6 +73,10 @@ pub struct Args {
     /// baseline is skipped there; the peak of device memory in use is reported instead of RSS.
     #[arg(long, default_value = "cpu")]
     device: DeviceKind,
+    /// How the fused kernels compute 3x3 stride-1 convolutions: `winograd` or `im2col` (the
+    /// config's `kernels.conv3x3`).
+    #[arg(long, default_value = "winograd")]
+    conv3x3: Conv3x3,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -268,6 +273,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // candle's own CPU kernels read RAYON_NUM_THREADS once, at their first use.
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     protocon::ops::set_num_threads(args.threads);
+    args.conv3x3.apply();
     let images = (args.labeled + 2 * args.unlabeled) as f64;
     if args.algorithm == BenchAlgorithm::Protocon {
         return run_protocon(&args, images);
@@ -288,6 +294,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "model": args.model.to_string(),
             "labeled": args.labeled,
             "unlabeled": args.unlabeled,
+            "conv3x3": format!("{:?}", args.conv3x3).to_lowercase(),
             "images_per_step": images,
             "threads": args.threads,
             "device": args.device.to_string(),
