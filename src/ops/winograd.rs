@@ -62,10 +62,15 @@ pub fn winograd() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// Whether a convolution of this geometry takes the Winograd path: 3x3 kernels, stride 1,
-/// padding 1, and the path enabled.
+/// Whether a convolution of this geometry takes the Winograd path: it [`fits`] and the path
+/// is enabled.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
-    g.kernel_h == 3 && g.kernel_w == 3 && g.stride == 1 && g.padding == 1 && winograd()
+    fits(g) && winograd()
+}
+
+/// The geometry F(2x2, 3x3) computes here: 3x3 kernels, stride 1, padding 1.
+fn fits(g: &ConvGeometry) -> bool {
+    g.kernel_h == 3 && g.kernel_w == 3 && g.stride == 1 && g.padding == 1
 }
 
 /// The tiling of one image: `rows x cols` tiles of 2x2 output pixels (the last row or column
@@ -466,7 +471,7 @@ fn block_scratch_len(g: &ConvGeometry, t: &Tiling) -> usize {
 /// The convolution of a batch (`x`: `N x C x H x W`, `w`: `K x C x 3 x 3`) into `y`
 /// (`N x K x H x W`), writing every element. Requires [`applies`].
 pub(crate) fn forward_into<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], y: &mut [MaybeUninit<T>]) {
-    debug_assert!(applies(g));
+    debug_assert!(fits(g));
     let u = filter_transform(g, w);
     let t = Tiling::new(g);
     let split = BatchSplit::new(g.batch);
@@ -503,7 +508,7 @@ pub(crate) fn forward_into<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], y: &m
 /// The weight gradient of the convolution (`x`: `N x C x H x W`, `dy`: `N x K x H x W`) into
 /// `dw` (`K x C x 3 x 3`), writing every element. Requires [`applies`].
 pub(crate) fn weight_gradient_into<T: Element>(g: &ConvGeometry, x: &[T], dy: &[T], dw: &mut [MaybeUninit<T>]) {
-    debug_assert!(applies(g));
+    debug_assert!(fits(g));
     let t = Tiling::new(g);
     let split = BatchSplit::new(g.batch);
     let (in_len, out_len) = (g.in_channels * g.height * g.width, g.out_channels * g.out_h * g.out_w);
@@ -617,11 +622,30 @@ mod tests {
     }
 
     /// Shapes with even and odd sides, one image and several, more and fewer output than
-    /// input channels, and blocks that span images.
+    /// input channels; each batch fits one block, so blocks hold several images.
     const SHAPES: [[usize; 5]; 5] = [[1, 1, 4, 4, 1], [2, 3, 5, 7, 4], [3, 8, 8, 8, 5], [2, 4, 7, 7, 6], [5, 16, 6, 3, 2]];
 
     fn geometry([n, c, h, w, k]: [usize; 5]) -> ConvGeometry {
         ConvGeometry::new(&[n, c, h, w], &[k, c, 3, 3], 1, 1).unwrap()
+    }
+
+    /// Runs a kernel that writes every element of a fresh output of `len` elements.
+    fn written(len: usize, kernel: impl FnOnce(&mut [MaybeUninit<f64>])) -> Vec<f64> {
+        // SAFETY: the kernels tested here write every element.
+        unsafe {
+            output_with::<f64, candle_core::Error>(len, |out| {
+                kernel(out);
+                Ok(())
+            })
+        }
+        .unwrap()
+    }
+
+    fn assert_close(got: &[f64], expected: &[f64], tolerance: f64, shape: [usize; 5]) {
+        assert_eq!(got.len(), expected.len());
+        for (i, (a, b)) in got.iter().zip(expected).enumerate() {
+            assert!((a - b).abs() < tolerance, "shape {shape:?}, element {i}: {a} against {b}");
+        }
     }
 
     #[test]
@@ -631,17 +655,8 @@ mod tests {
             let x = values(g.batch * g.in_channels * g.height * g.width, 2 * s as u64);
             let w = values(g.out_channels * g.in_channels * 9, 2 * s as u64 + 1);
             let expected = direct(&g, &x, &w);
-            // SAFETY: forward_into writes every element.
-            let got = unsafe {
-                output_with::<f64, candle_core::Error>(expected.len(), |y| {
-                    forward_into(&g, &x, &w, y);
-                    Ok(())
-                })
-            }
-            .unwrap();
-            for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
-                assert!((a - b).abs() < 1e-13, "shape {shape:?}, element {i}: {a} against {b}");
-            }
+            let got = written(expected.len(), |y| forward_into(&g, &x, &w, y));
+            assert_close(&got, &expected, 1e-13, shape);
         }
     }
 
@@ -652,18 +667,36 @@ mod tests {
             let x = values(g.batch * g.in_channels * g.height * g.width, 3 * s as u64);
             let dy = values(g.batch * g.out_channels * g.out_h * g.out_w, 3 * s as u64 + 2);
             let expected = direct_weight_gradient(&g, &x, &dy);
-            // SAFETY: weight_gradient_into writes every element.
-            let got = unsafe {
-                output_with::<f64, candle_core::Error>(expected.len(), |dw| {
-                    weight_gradient_into(&g, &x, &dy, dw);
-                    Ok(())
-                })
-            }
-            .unwrap();
-            for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
-                assert!((a - b).abs() < 1e-12, "shape {shape:?}, element {i}: {a} against {b}");
-            }
+            let got = written(expected.len(), |dw| weight_gradient_into(&g, &x, &dy, dw));
+            assert_close(&got, &expected, 1e-12, shape);
         }
+    }
+
+    /// f32 (the training path, in its AVX2 build where the CPU has it) on a layer wide enough
+    /// that an image's tiles span two blocks (the small shapes above put several whole images
+    /// in one block).
+    #[test]
+    fn f32_forward_and_weight_gradient_match_the_definition_across_blocks() {
+        let shape = [2, 200, 20, 20, 200];
+        let g = geometry(shape);
+        let t = Tiling::new(&g);
+        assert!(t.rows_per_segment < t.rows);
+        let x = values(g.batch * g.in_channels * g.height * g.width, 7);
+        let w = values(g.out_channels * g.in_channels * 9, 8);
+        let dy = values(g.batch * g.out_channels * g.out_h * g.out_w, 9);
+        let narrow = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        let (x32, w32, dy32) = (narrow(&x), narrow(&w), narrow(&dy));
+        let widen = |v: Vec<MaybeUninit<f32>>| -> Vec<f64> {
+            // SAFETY: the kernels below wrote every element.
+            v.into_iter().map(|v| unsafe { v.assume_init() } as f64).collect()
+        };
+        let mut y = vec![MaybeUninit::uninit(); g.batch * g.out_channels * g.out_h * g.out_w];
+        forward_into(&g, &x32, &w32, &mut y);
+        // Sums of 1,800 products of values in [-1, 1): f32 rounding stays far below 1e-3.
+        assert_close(&widen(y), &direct(&g, &x, &w), 1e-3, shape);
+        let mut dw = vec![MaybeUninit::uninit(); g.out_channels * g.in_channels * 9];
+        weight_gradient_into(&g, &x32, &dy32, &mut dw);
+        assert_close(&widen(dw), &direct_weight_gradient(&g, &x, &dy), 1e-3, shape);
     }
 
     /// The transforms on one hand-worked tile: a 4x4 input of ones and the all-ones filter
@@ -673,14 +706,7 @@ mod tests {
         let g = geometry([1, 1, 4, 4, 1]);
         let x = vec![1.0f64; 16];
         let w = vec![1.0f64; 9];
-        // SAFETY: forward_into writes every element.
-        let y = unsafe {
-            output_with::<f64, candle_core::Error>(16, |y| {
-                forward_into(&g, &x, &w, y);
-                Ok(())
-            })
-        }
-        .unwrap();
+        let y = written(16, |y| forward_into(&g, &x, &w, y));
         let expected = [4.0, 6.0, 6.0, 4.0, 6.0, 9.0, 9.0, 6.0, 6.0, 9.0, 9.0, 6.0, 4.0, 6.0, 6.0, 4.0];
         assert_eq!(y, expected);
     }
