@@ -419,53 +419,57 @@ fn output_gradient_transform_lines<T: Element>(g: &ConvGeometry, t: &Tiling, dy:
     }
 }
 
-/// [`input_transform_lines`], compiled for AVX2 where the CPU has it (see [`avx2`]).
-fn input_transform<T: Element>(g: &ConvGeometry, t: &Tiling, x: &[T], block: &[Segment], v: &mut [T], lines: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        #[target_feature(enable = "avx2")]
-        fn wide<T: Element>(g: &ConvGeometry, t: &Tiling, x: &[T], block: &[Segment], v: &mut [T], lines: &mut [T]) {
-            input_transform_lines(g, t, x, block, v, lines)
+/// Defines `$name`, which runs `$lines` compiled for AVX2 where the CPU has it (see
+/// [`avx2`]), else as built for the x86-64 baseline.
+macro_rules! with_avx2 {
+    ($name:ident => $lines:ident($($arg:ident: $ty:ty),*)) => {
+        #[doc = concat!("[`", stringify!($lines), "`], compiled for AVX2 where the CPU has it.")]
+        fn $name<T: Element>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if avx2() {
+                #[target_feature(enable = "avx2")]
+                fn wide<T: Element>($($arg: $ty),*) {
+                    $lines($($arg),*)
+                }
+                // SAFETY: the CPU has AVX2 (checked above).
+                return unsafe { wide($($arg),*) };
+            }
+            $lines($($arg),*)
         }
-        // SAFETY: the CPU has AVX2 (checked above).
-        return unsafe { wide(g, t, x, block, v, lines) };
-    }
-    input_transform_lines(g, t, x, block, v, lines)
+    };
 }
 
-/// [`output_transform_lines`], compiled for AVX2 where the CPU has it (see [`avx2`]).
-fn output_transform<T: Element>(g: &ConvGeometry, t: &Tiling, m: &[T], block: &[Segment], y: &mut [MaybeUninit<T>], lines: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        #[target_feature(enable = "avx2")]
-        fn wide<T: Element>(g: &ConvGeometry, t: &Tiling, m: &[T], block: &[Segment], y: &mut [MaybeUninit<T>], lines: &mut [T]) {
-            output_transform_lines(g, t, m, block, y, lines)
-        }
-        // SAFETY: the CPU has AVX2 (checked above).
-        return unsafe { wide(g, t, m, block, y, lines) };
-    }
-    output_transform_lines(g, t, m, block, y, lines)
-}
-
-/// [`output_gradient_transform_lines`], compiled for AVX2 where the CPU has it (see [`avx2`]).
-fn output_gradient_transform<T: Element>(g: &ConvGeometry, t: &Tiling, dy: &[T], block: &[Segment], dm: &mut [T], lines: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        #[target_feature(enable = "avx2")]
-        fn wide<T: Element>(g: &ConvGeometry, t: &Tiling, dy: &[T], block: &[Segment], dm: &mut [T], lines: &mut [T]) {
-            output_gradient_transform_lines(g, t, dy, block, dm, lines)
-        }
-        // SAFETY: the CPU has AVX2 (checked above).
-        return unsafe { wide(g, t, dy, block, dm, lines) };
-    }
-    output_gradient_transform_lines(g, t, dy, block, dm, lines)
-}
+with_avx2!(input_transform => input_transform_lines(g: &ConvGeometry, t: &Tiling, x: &[T], block: &[Segment], v: &mut [T], lines: &mut [T]));
+with_avx2!(output_transform => output_transform_lines(g: &ConvGeometry, t: &Tiling, m: &[T], block: &[Segment], y: &mut [MaybeUninit<T>], lines: &mut [T]));
+with_avx2!(output_gradient_transform => output_gradient_transform_lines(g: &ConvGeometry, t: &Tiling, dy: &[T], block: &[Segment], dm: &mut [T], lines: &mut [T]));
 
 /// Scratch for one block: transformed inputs (`16 C P`), products or output-gradient
 /// transforms (`16 K P`), and the planes and lines of one segment's transforms.
 fn block_scratch_len(g: &ConvGeometry, t: &Tiling) -> usize {
     let (p, segment) = (t.block_tiles(), (t.rows_per_segment + 1) * t.line + 1);
     POSITIONS * (g.in_channels + g.out_channels) * p + 4 * segment + 12 * (p + 1)
+}
+
+/// The loop both passes run on each thread: for every block of the task's images (`x_task`),
+/// the input transform into `v`, then `per_block(block, tiles, v, products, lines)` with the
+/// block's second `16 K P` buffer (products, or output-gradient transforms) and the
+/// transforms' lines.
+fn for_each_block<T: Element>(
+    g: &ConvGeometry,
+    t: &Tiling,
+    x_task: &[T],
+    mut per_block: impl FnMut(&[Segment], usize, &[T], &mut [T], &mut [T]),
+) {
+    let images = x_task.len() / (g.in_channels * g.height * g.width);
+    with_scratch(block_scratch_len(g, t), |scratch: &mut [T]| {
+        for block in t.blocks(images) {
+            let tiles = t.tiles(&block);
+            let (v, rest) = scratch.split_at_mut(POSITIONS * g.in_channels * t.block_tiles());
+            let (products, lines) = rest.split_at_mut(POSITIONS * g.out_channels * t.block_tiles());
+            input_transform(g, t, x_task, &block, v, lines);
+            per_block(&block, tiles, v, products, lines);
+        }
+    })
 }
 
 /// The convolution of a batch (`x`: `N x C x H x W`, `w`: `K x C x 3 x 3`) into `y`
@@ -478,24 +482,17 @@ pub(crate) fn forward_into<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], y: &m
     let (in_len, out_len) = (g.in_channels * g.height * g.width, g.out_channels * g.out_h * g.out_w);
     let (c_len, k_len) = (g.in_channels, g.out_channels);
     let task = |x_task: &[T], y_task: &mut [MaybeUninit<T>]| {
-        let images = x_task.len() / in_len;
-        with_scratch(block_scratch_len(g, &t), |scratch: &mut [T]| {
-            for block in t.blocks(images) {
-                let tiles = t.tiles(&block);
-                let (v, rest) = scratch.split_at_mut(POSITIONS * c_len * t.block_tiles());
-                let (m, lines) = rest.split_at_mut(POSITIONS * k_len * t.block_tiles());
-                input_transform(g, &t, x_task, &block, v, lines);
-                for xi in 0..POSITIONS {
-                    let u_xi = Operand::row_major(&u[xi * k_len * c_len..][..k_len * c_len], c_len);
-                    let v_xi = Operand::row_major(&v[xi * c_len * tiles..][..c_len * tiles], tiles);
-                    // SAFETY: m holds 16 K P >= 16 K tiles elements; u_xi is K x C, v_xi C x tiles.
-                    unsafe {
-                        let m_xi = m.as_mut_ptr().add(xi * k_len * tiles);
-                        matmul((k_len, tiles, c_len), (m_xi, tiles), false, u_xi, v_xi, split.gemm)
-                    }
+        for_each_block(g, &t, x_task, |block, tiles, v, m, lines| {
+            for xi in 0..POSITIONS {
+                let u_xi = Operand::row_major(&u[xi * k_len * c_len..][..k_len * c_len], c_len);
+                let v_xi = Operand::row_major(&v[xi * c_len * tiles..][..c_len * tiles], tiles);
+                // SAFETY: m holds 16 K P >= 16 K tiles elements; u_xi is K x C, v_xi C x tiles.
+                unsafe {
+                    let m_xi = m.as_mut_ptr().add(xi * k_len * tiles);
+                    matmul((k_len, tiles, c_len), (m_xi, tiles), false, u_xi, v_xi, split.gemm)
                 }
-                output_transform(g, &t, m, &block, y_task, lines);
             }
+            output_transform(g, &t, m, block, y_task, lines);
         })
     };
     threads::run(|| {
@@ -514,23 +511,16 @@ pub(crate) fn weight_gradient_into<T: Element>(g: &ConvGeometry, x: &[T], dy: &[
     let (in_len, out_len) = (g.in_channels * g.height * g.width, g.out_channels * g.out_h * g.out_w);
     let (c_len, k_len) = (g.in_channels, g.out_channels);
     let task = |x_task: &[T], dy_task: &[T]| -> Vec<T> {
-        let images = x_task.len() / in_len;
         let mut du = vec![T::zero(); POSITIONS * k_len * c_len];
-        with_scratch(block_scratch_len(g, &t), |scratch: &mut [T]| {
-            for block in t.blocks(images) {
-                let tiles = t.tiles(&block);
-                let (v, rest) = scratch.split_at_mut(POSITIONS * c_len * t.block_tiles());
-                let (dm, lines) = rest.split_at_mut(POSITIONS * k_len * t.block_tiles());
-                input_transform(g, &t, x_task, &block, v, lines);
-                output_gradient_transform(g, &t, dy_task, &block, dm, lines);
-                for xi in 0..POSITIONS {
-                    let dm_xi = Operand::row_major(&dm[xi * k_len * tiles..][..k_len * tiles], tiles);
-                    let v_xi_t = Operand::transposed(&v[xi * c_len * tiles..][..c_len * tiles], tiles);
-                    // SAFETY: du holds 16 K C elements; dm_xi is K x tiles, v_xi_t tiles x C.
-                    unsafe {
-                        let du_xi = du.as_mut_ptr().add(xi * k_len * c_len);
-                        matmul((k_len, c_len, tiles), (du_xi, c_len), true, dm_xi, v_xi_t, split.gemm)
-                    }
+        for_each_block(g, &t, x_task, |block, tiles, v, dm, lines| {
+            output_gradient_transform(g, &t, dy_task, block, dm, lines);
+            for xi in 0..POSITIONS {
+                let dm_xi = Operand::row_major(&dm[xi * k_len * tiles..][..k_len * tiles], tiles);
+                let v_xi_t = Operand::transposed(&v[xi * c_len * tiles..][..c_len * tiles], tiles);
+                // SAFETY: du holds 16 K C elements; dm_xi is K x tiles, v_xi_t tiles x C.
+                unsafe {
+                    let du_xi = du.as_mut_ptr().add(xi * k_len * c_len);
+                    matmul((k_len, c_len, tiles), (du_xi, c_len), true, dm_xi, v_xi_t, split.gemm)
                 }
             }
         });
